@@ -1,0 +1,96 @@
+/**
+ * One generation on one sequence: reuse the KV cache the sequence already holds for the
+ * longest common prefix of the prompt, evaluate the rest, then sample until EOG, a stop
+ * string, `max_tokens`, or the abort signal. Yields text that is safe to send.
+ */
+import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
+import type { GenerationEvent, GenerationRequest } from "../backend.js";
+import { StopMatcher } from "./stop-matcher.js";
+import { TokenDecoder } from "./token-decoder.js";
+
+/** Penalties look back this many generated tokens, as llama.cpp's `penalty_last_n` does by default. */
+const PENALTY_WINDOW = 64;
+
+export interface GenerationInput {
+  readonly request: GenerationRequest;
+  readonly promptTokens: readonly Token[];
+  readonly templateStops: readonly string[];
+}
+
+function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
+  const limit = Math.min(a.length, b.length);
+  let index = 0;
+  while (index < limit && a[index] === b[index]) index += 1;
+  return index;
+}
+
+export async function* generate(
+  model: LlamaModel,
+  sequence: LlamaContextSequence,
+  input: GenerationInput,
+  signal: AbortSignal,
+): AsyncGenerator<GenerationEvent, void, void> {
+  const { request, promptTokens } = input;
+  // At least one prompt token is always evaluated: its logits seed the first sample.
+  const reused = Math.min(commonPrefixLength(sequence.contextTokens, promptTokens), promptTokens.length - 1);
+  if (sequence.nextTokenIndex > reused) {
+    await sequence.eraseContextTokenRanges([{ start: reused, end: sequence.nextTokenIndex }]);
+  }
+
+  const generated: Token[] = [];
+  const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
+  const decoder = new TokenDecoder((tokens, lastTokens) => model.detokenize(tokens, false, lastTokens));
+  const clientStops = new StopMatcher(request.stop);
+  const templateStops = new StopMatcher(input.templateStops);
+
+  const tokens = sequence.evaluate(promptTokens.slice(reused), {
+    temperature: request.temperature,
+    topP: request.topP,
+    ...(request.seed !== undefined ? { seed: request.seed } : {}),
+    ...(penalize
+      ? {
+          repeatPenalty: {
+            punishTokens: () => generated.slice(-PENALTY_WINDOW),
+            maxPunishTokens: PENALTY_WINDOW,
+            penalty: 1,
+            presencePenalty: request.presencePenalty,
+            frequencyPenalty: request.frequencyPenalty,
+          },
+        }
+      : {}),
+  });
+
+  const finish = (finishReason: "stop" | "length", stopReason: string | null): GenerationEvent => ({
+    type: "finish",
+    finishReason,
+    stopReason,
+    promptTokens: promptTokens.length,
+    completionTokens: generated.length,
+    cachedTokens: reused,
+  });
+
+  for await (const token of tokens) {
+    if (signal.aborted) return;
+    generated.push(token);
+    // Template stops first: a turn terminator must not leak even if a client stop would match later.
+    const template = templateStops.push(decoder.push(token));
+    const client = clientStops.push(template.text);
+    if (client.text.length > 0) yield { type: "delta", text: client.text };
+    if (client.stop !== null) {
+      yield finish("stop", client.stop);
+      return;
+    }
+    if (template.stop !== null) {
+      yield finish("stop", null);
+      return;
+    }
+    if (generated.length >= request.maxTokens) break;
+  }
+  if (signal.aborted) return;
+  // EOG or max_tokens: what was held back can no longer become a stop string.
+  const tail = clientStops.push(templateStops.push(decoder.flush()).text + templateStops.flush());
+  const rest = tail.text + (tail.stop === null ? clientStops.flush() : "");
+  if (rest.length > 0) yield { type: "delta", text: rest };
+  if (tail.stop !== null) yield finish("stop", tail.stop);
+  else yield finish(generated.length >= request.maxTokens ? "length" : "stop", null);
+}

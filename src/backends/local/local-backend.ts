@@ -1,0 +1,193 @@
+/**
+ * A GGUF model served in-process by node-llama-cpp: one context with `parallel`
+ * sequences (requests on different sequences decode together in one batch), behind a
+ * bounded FIFO queue.
+ */
+import {
+  resolveChatWrapper,
+  type ChatWrapper,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  type LlamaModel,
+  type Token,
+} from "node-llama-cpp";
+import { ApiError } from "../../protocol/errors.js";
+import type { Admission, Backend, BackendState, Generation, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
+import { generate } from "./generate.js";
+import { renderPrompt } from "./render-prompt.js";
+import { SlotQueue } from "./slot-queue.js";
+import { defaultThreads } from "./threads.js";
+
+export interface LocalModelOptions {
+  /** The model's id in `/v1/models` and in responses. */
+  readonly id: string;
+  readonly modelPath: string;
+  /** Tokens each sequence can hold: prompt plus completion. Defaults to 4096 (capped at the model's training context). */
+  readonly contextSize?: number | undefined;
+  /** Sequences decoded together. Defaults to 1. */
+  readonly parallel?: number | undefined;
+  /** Requests that may wait for a sequence beyond those running. Defaults to 16 per sequence. */
+  readonly queueSize?: number | undefined;
+  /** Engine threads. Defaults to the measured rule in `threads.ts`. */
+  readonly threads?: number | undefined;
+}
+
+interface LocalPrompt extends PreparedPrompt {
+  readonly request: GenerationRequest;
+  readonly tokens: readonly Token[];
+  readonly templateStops: readonly string[];
+}
+
+interface Loaded {
+  readonly model: LlamaModel;
+  readonly context: LlamaContext;
+  readonly chatWrapper: ChatWrapper;
+  readonly queue: SlotQueue<LlamaContextSequence>;
+}
+
+export const DEFAULT_CONTEXT_SIZE = 4096;
+
+export class LocalBackend implements Backend {
+  readonly info: ModelInfo;
+  readonly #llama: Llama;
+  readonly #options: LocalModelOptions;
+  #state: BackendState = "loading";
+  #loaded: Loaded | undefined;
+  #failure: string | undefined;
+
+  constructor(llama: Llama, options: LocalModelOptions) {
+    this.#llama = llama;
+    this.#options = options;
+    this.info = { id: options.id, created: Math.floor(Date.now() / 1000), ownedBy: "parley" };
+  }
+
+  state(): BackendState {
+    return this.#state;
+  }
+
+  activity(): { running: number; waiting: number } {
+    const queue = this.#loaded?.queue;
+    return { running: queue?.busy ?? 0, waiting: queue?.waiting ?? 0 };
+  }
+
+  /** Why loading failed, when `state()` is "failed". */
+  get failure(): string | undefined {
+    return this.#failure;
+  }
+
+  /** What the engine runs with, once loaded. */
+  get engine(): { threads: number; contextSize: number; parallel: number } | undefined {
+    if (this.#loaded === undefined) return undefined;
+    const { context } = this.#loaded;
+    return { threads: context.currentThreads, contextSize: context.contextSize, parallel: context.totalSequences };
+  }
+
+  async load(): Promise<void> {
+    try {
+      const model = await this.#llama.loadModel({ modelPath: this.#options.modelPath });
+      const parallel = this.#options.parallel ?? 1;
+      const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
+      const threads = this.#options.threads ?? defaultThreads(model.fileInsights.totalLayers, model.size, this.#llama.cpuMathCores);
+      const context = await model.createContext({ contextSize, sequences: parallel, threads });
+      const sequences = Array.from({ length: parallel }, () => context.getSequence());
+      const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
+      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue };
+      this.#state = this.#state === "disposed" ? "disposed" : "ready";
+    } catch (error) {
+      this.#failure = error instanceof Error ? error.message : String(error);
+      this.#state = "failed";
+      throw error;
+    }
+  }
+
+  admit(): Admission {
+    const loaded = this.#ready();
+    if (!loaded.queue.tryReserve()) {
+      throw new ApiError("server_overloaded", `Model '${this.info.id}' is at capacity: too many requests are waiting. Retry shortly.`);
+    }
+    let open = true;
+    return {
+      start: async (prepared, signal) => {
+        const slot = await loaded.queue.acquire(signal).catch(() => {
+          throw new ApiError("server_overloaded", "The request was abandoned while waiting for the model.");
+        });
+        open = false;
+        return this.#run(loaded, slot, prepared as LocalPrompt, signal);
+      },
+      release: () => {
+        if (open) loaded.queue.cancelReservation();
+        open = false;
+      },
+    };
+  }
+
+  async prepare(request: GenerationRequest): Promise<PreparedPrompt> {
+    const { model, chatWrapper, context } = this.#ready();
+    const rendered = renderPrompt(chatWrapper, request.messages);
+    const tokens = rendered.text.tokenize(model.tokenizer);
+    const window = context.contextSize;
+    if (tokens.length + request.maxTokens > window) {
+      throw new ApiError(
+        "context_length_exceeded",
+        `This model's maximum context length is ${window} tokens. However, you requested ${tokens.length + request.maxTokens} tokens ` +
+          `(${tokens.length} in the messages, ${request.maxTokens} in the completion). Please reduce the length of the messages or the completion.`,
+        { param: "messages" },
+      );
+    }
+    const prepared: LocalPrompt = { promptTokens: tokens.length, request, tokens, templateStops: rendered.templateStops };
+    return prepared;
+  }
+
+  #run(loaded: Loaded, sequence: LlamaContextSequence, prompt: LocalPrompt, signal: AbortSignal): Generation {
+    const events = generate(loaded.model, sequence, { request: prompt.request, promptTokens: prompt.tokens, templateStops: prompt.templateStops }, signal);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      loaded.queue.release(sequence);
+    };
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next: async () => {
+          try {
+            const result = await events.next();
+            if (result.done === true) release();
+            return result;
+          } catch (error) {
+            release();
+            throw error;
+          }
+        },
+      }),
+      close: async () => {
+        try {
+          await events.return(undefined);
+        } finally {
+          release();
+        }
+      },
+    };
+  }
+
+  #ready(): Loaded {
+    if (this.#state === "loading") {
+      throw new ApiError("model_loading", `Model '${this.info.id}' is still loading. Retry shortly.`);
+    }
+    if (this.#state !== "ready" || this.#loaded === undefined) {
+      throw new ApiError("model_unavailable", `Model '${this.info.id}' is not available.`);
+    }
+    return this.#loaded;
+  }
+
+  async dispose(): Promise<void> {
+    if (this.#state === "disposed") return;
+    this.#state = "disposed";
+    const loaded = this.#loaded;
+    this.#loaded = undefined;
+    if (loaded !== undefined) {
+      await loaded.context.dispose();
+      await loaded.model.dispose();
+    }
+  }
+}
