@@ -1,0 +1,145 @@
+/**
+ * `parley serve`: resolve the model (downloading once if needed), start listening at
+ * once — `/health` answers 503 while the model loads — then load it and serve.
+ */
+import { existsSync } from "node:fs";
+import path from "node:path";
+import type { Command } from "commander";
+import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { pino, type Logger } from "pino";
+import { LocalBackend } from "../backends/local/local-backend.js";
+import { ModelRegistry } from "../backends/registry.js";
+import { buildServeConfig, ConfigError, isLoopbackHost, type ServeConfig, type ServeFlags } from "../config/serve-config.js";
+import { DEFAULT_MODEL_URI, defaultModelName, ModelSourceError, resolveModelSource } from "../models/resolve-model.js";
+import { synthesizeModel } from "../models/synthesize.js";
+import { buildServer } from "../server/app.js";
+
+/** The model served when the default model cannot be downloaded; its name says what it is. */
+export const DEMO_MODEL_NAME = "parley-demo-random-weights";
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+export function registerServeCommand(program: Command): void {
+  program
+    .command("serve")
+    .description("Serve a GGUF model over the Chat Completions API.")
+    .option("-m, --model <file|uri>", `GGUF file, or hf:user/repo:quant / https URL (downloaded once). Defaults to ${DEFAULT_MODEL_URI}`)
+    .option("--model-name <name>", "a name clients use for the model (repeatable; the first is its id)", collect)
+    .option("--host <host>", "address to bind", "127.0.0.1")
+    .option("-p, --port <port>", "port to listen on (0 picks a free one)", "8080")
+    .option("--api-key <key>", "an accepted API key (repeatable; also PARLEY_API_KEYS, comma-separated)", collect)
+    .option("-t, --threads <n>", "engine threads (default: measured rule, see README)")
+    .option("-c, --context-size <n>", "tokens per sequence, prompt plus completion (default 4096)")
+    .option("--parallel <n>", "requests decoded together (default 1)")
+    .option("--queue-size <n>", "requests that may wait beyond those running (default 16 per parallel slot)")
+    .option("--body-limit <bytes>", "largest request body (default 1048576)")
+    .option("--range <name=min:max>", "accepted range of a sampling parameter, e.g. temperature=0:2 (repeatable)", collect)
+    .option("--cache-dir <dir>", "where downloaded and demo models are kept (default $PARLEY_HOME/models or ~/.cache/parley/models)")
+    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
+    .action(async (flags: ServeFlags) => {
+      let config: ServeConfig;
+      try {
+        config = buildServeConfig(flags);
+      } catch (error) {
+        if (error instanceof ConfigError) exitWith(error.message);
+        throw error;
+      }
+      await serve(config);
+    });
+}
+
+function exitWith(message: string): never {
+  process.stderr.write(`parley: ${message}\n`);
+  process.exit(1);
+}
+
+interface ModelChoice {
+  readonly path: string;
+  readonly names: readonly string[];
+}
+
+/** The user's model, or the default one; offline, the default becomes a labelled demo model. */
+async function chooseModel(config: ServeConfig, log: Logger): Promise<ModelChoice> {
+  const source = config.model.source;
+  if (source !== undefined) {
+    const file = await resolveModelSource(source, { cacheDir: config.cacheDir });
+    return { path: file, names: config.model.names.length > 0 ? config.model.names : [defaultModelName(source)] };
+  }
+  try {
+    const file = await resolveModelSource(DEFAULT_MODEL_URI, { cacheDir: config.cacheDir });
+    return { path: file, names: config.model.names.length > 0 ? config.model.names : [defaultModelName(DEFAULT_MODEL_URI)] };
+  } catch (error) {
+    if (!(error instanceof ModelSourceError)) throw error;
+    log.warn(
+      { reason: error.message },
+      `The default model ${DEFAULT_MODEL_URI} could not be downloaded (is this machine offline?). ` +
+        `Serving '${DEMO_MODEL_NAME}' instead: a synthetic model with RANDOM weights whose output is gibberish. ` +
+        "Pass --model FILE.gguf to serve a real model.",
+    );
+    const demoPath = path.join(config.cacheDir, `${DEMO_MODEL_NAME}.gguf`);
+    if (!existsSync(demoPath)) await synthesizeModel({ architecture: "qwen2", shape: "tiny", type: "q8_0", outputPath: demoPath, name: DEMO_MODEL_NAME });
+    // Every name of the demo says so, since a response's `model` field is the name asked for.
+    return { path: demoPath, names: [DEMO_MODEL_NAME] };
+  }
+}
+
+export async function serve(config: ServeConfig): Promise<void> {
+  const log = pino({ level: config.logLevel, redact: ["req.headers.authorization"] });
+  if (config.apiKeys.length === 0) {
+    if (!isLoopbackHost(config.host)) {
+      exitWith(`refusing to serve on ${config.host} without API keys: pass --api-key (or PARLEY_API_KEYS), or bind a loopback address.`);
+    }
+    log.warn(`No API key is configured: anyone on this machine can use the API at ${config.host}. Pass --api-key to require one.`);
+  }
+
+  let model: ModelChoice;
+  try {
+    model = await chooseModel(config, log);
+  } catch (error) {
+    if (error instanceof ModelSourceError) exitWith(error.message);
+    throw error;
+  }
+
+  const llama = await getLlama({
+    gpu: false,
+    logLevel: LlamaLogLevel.warn,
+    logger: (level, message) => log.debug({ engine: level }, message.trim()),
+  });
+  const [id = DEMO_MODEL_NAME, ...aliases] = model.names;
+  const backend = new LocalBackend(llama, {
+    id,
+    modelPath: model.path,
+    threads: config.model.threads,
+    contextSize: config.model.contextSize,
+    parallel: config.model.parallel,
+    queueSize: config.model.queueSize,
+  });
+  const registry = new ModelRegistry();
+  registry.add(backend, aliases);
+
+  const app = buildServer({ registry, apiKeys: config.apiKeys, ranges: config.ranges, bodyLimit: config.bodyLimit, loggerInstance: log });
+  const address = await app.listen({ host: config.host, port: config.port });
+  log.info({ address, models: model.names }, `Parley listening on ${address}`);
+
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "shutting down");
+    await app.close();
+    await registry.dispose();
+    await llama.dispose();
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+  process.on("SIGINT", () => void stop("SIGINT"));
+
+  try {
+    await backend.load();
+    log.info({ model: id, file: model.path, ...backend.engine }, `Model '${id}' loaded`);
+  } catch (error) {
+    log.fatal({ err: error, file: model.path }, `Model '${id}' failed to load`);
+    await app.close();
+    process.exit(1);
+  }
+}

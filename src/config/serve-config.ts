@@ -1,0 +1,126 @@
+/**
+ * The typed configuration of `parley serve`, built from flags and environment and
+ * validated once here, with errors that name the flag at fault.
+ */
+import os from "node:os";
+import path from "node:path";
+import { SEED_RANGES, type ParameterRanges, type Range } from "../protocol/parameters.js";
+
+export interface LocalModelConfig {
+  /** A GGUF path or an `hf:`/https URI; undefined means Parley's default model. */
+  readonly source: string | undefined;
+  /** Names clients may use; the first is the model's id. Empty means derived from the source. */
+  readonly names: readonly string[];
+  readonly threads: number | undefined;
+  readonly contextSize: number | undefined;
+  readonly parallel: number;
+  readonly queueSize: number | undefined;
+}
+
+export interface ServeConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly apiKeys: readonly string[];
+  readonly bodyLimit: number;
+  readonly ranges: ParameterRanges;
+  readonly model: LocalModelConfig;
+  readonly cacheDir: string;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+/** Raw values as commander hands them over. */
+export interface ServeFlags {
+  model?: string;
+  modelName?: string[];
+  host?: string;
+  port?: string;
+  apiKey?: string[];
+  threads?: string;
+  contextSize?: string;
+  parallel?: string;
+  queueSize?: string;
+  bodyLimit?: string;
+  range?: string[];
+  cacheDir?: string;
+  logLevel?: string;
+}
+
+function integer(flag: string, value: string | undefined, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const parsed = Number(value);
+  if (!/^\s*-?\d+\s*$/.test(value) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+    throw new ConfigError(`${flag} must be an integer between ${min} and ${max}, got '${value}'.`);
+  }
+  return parsed;
+}
+
+const RANGE_NAMES = Object.keys(SEED_RANGES) as Array<keyof ParameterRanges>;
+
+/** `--range temperature=0:2` widens (or narrows) what a deployment accepts. */
+export function parseRanges(specs: readonly string[]): ParameterRanges {
+  const ranges: Record<keyof ParameterRanges, Range> = { ...SEED_RANGES };
+  for (const spec of specs) {
+    const match = /^([a-z_]+)=(-?[\d.]+):(-?[\d.]+)$/.exec(spec.trim());
+    const name = match?.[1] as keyof ParameterRanges | undefined;
+    if (match === null || name === undefined || !RANGE_NAMES.includes(name)) {
+      throw new ConfigError(`--range must look like NAME=MIN:MAX with NAME one of ${RANGE_NAMES.join(", ")}; got '${spec}'.`);
+    }
+    const min = Number(match[2]);
+    const max = Number(match[3]);
+    if (!Number.isFinite(min) || !Number.isFinite(max) || min > max) throw new ConfigError(`--range ${spec}: MIN must not exceed MAX.`);
+    if (name === "max_tokens" && (!Number.isInteger(min) || !Number.isInteger(max) || min < 1)) {
+      throw new ConfigError(`--range ${spec}: max_tokens bounds must be integers of at least 1.`);
+    }
+    ranges[name] = { ...SEED_RANGES[name], min, max };
+  }
+  return ranges;
+}
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.PARLEY_HOME !== undefined && env.PARLEY_HOME !== "") return path.join(env.PARLEY_HOME, "models");
+  const base = env.XDG_CACHE_HOME !== undefined && env.XDG_CACHE_HOME !== "" ? env.XDG_CACHE_HOME : path.join(os.homedir(), ".cache");
+  return path.join(base, "parley", "models");
+}
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const envKeys = (env.PARLEY_API_KEYS ?? "").split(",").map((key) => key.trim()).filter((key) => key.length > 0);
+  const apiKeys = [...(flags.apiKey ?? []), ...envKeys];
+  for (const key of apiKeys) {
+    if (/\s/.test(key) || key.length < 8) throw new ConfigError("Every API key must be at least 8 characters without whitespace.");
+  }
+  const names = (flags.modelName ?? []).map((name) => name.trim());
+  if (names.some((name) => name.length === 0)) throw new ConfigError("--model-name must not be empty.");
+  const logLevel = flags.logLevel ?? env.PARLEY_LOG_LEVEL ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join(", ")}.`);
+  const host = flags.host ?? "127.0.0.1";
+  if (host.trim() === "") throw new ConfigError("--host must not be empty.");
+  return {
+    host,
+    port: integer("--port", flags.port, 0, 65535) ?? 8080,
+    apiKeys,
+    bodyLimit: integer("--body-limit", flags.bodyLimit, 1024, 1024 ** 3) ?? 1024 * 1024,
+    ranges: parseRanges(flags.range ?? []),
+    model: {
+      source: flags.model,
+      names,
+      threads: integer("--threads", flags.threads, 1, 1024),
+      contextSize: integer("--context-size", flags.contextSize, 64, 1 << 24),
+      parallel: integer("--parallel", flags.parallel, 1, 256) ?? 1,
+      queueSize: integer("--queue-size", flags.queueSize, 0, 1_000_000),
+    },
+    cacheDir: flags.cacheDir ?? defaultCacheDir(env),
+    logLevel,
+  };
+}
+
+/** Loopback addresses, where serving without API keys exposes nothing beyond this machine. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return bare === "localhost" || bare === "::1" || /^127(\.\d{1,3}){3}$/.test(bare);
+}

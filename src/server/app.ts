@@ -1,0 +1,74 @@
+/**
+ * The Fastify application: hooks for stages 1–2 of DESIGN §2 (request id, auth), the
+ * routes, and the error envelope. Listening and shutdown belong to the caller.
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from "fastify";
+import type { ModelRegistry } from "../backends/registry.js";
+import { acceptRequestId } from "../protocol/ids.js";
+import type { ParameterRanges } from "../protocol/parameters.js";
+import { StaticKeyAuthenticator } from "./auth.js";
+import { registerErrorHandling } from "./error-handler.js";
+import { registerChatCompletionRoutes } from "./routes/chat-completions.js";
+import { registerHealthRoutes } from "./routes/health.js";
+import { registerModelRoutes } from "./routes/models.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Set when a route wrote its own log line for the request (stage 9). */
+    accounted: boolean;
+  }
+}
+
+export interface ServerOptions {
+  readonly registry: ModelRegistry;
+  readonly apiKeys: readonly string[];
+  readonly ranges: ParameterRanges;
+  /** Largest accepted request body in bytes. Defaults to 1 MiB. */
+  readonly bodyLimit?: number;
+  /** A pino logger config, or false for none. Defaults to info-level JSON lines. */
+  readonly logger?: FastifyServerOptions["logger"];
+  /** A pino logger to use instead of `logger`. */
+  readonly loggerInstance?: FastifyBaseLogger;
+}
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+/** Routes that need no API key. */
+const PUBLIC_ROUTES = new Set(["/health"]);
+
+export function buildServer(options: ServerOptions): FastifyInstance {
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  const app = Fastify({
+    ...(options.loggerInstance !== undefined
+      ? { loggerInstance: options.loggerInstance }
+      : { logger: options.logger ?? { level: "info", redact: ["req.headers.authorization"] } }),
+    bodyLimit,
+    disableRequestLogging: true,
+    genReqId: (request) => acceptRequestId(request.headers["x-request-id"]),
+    // Prototype-poisoning keys are refused as bad JSON rather than silently stripped.
+    onProtoPoisoning: "error",
+    onConstructorPoisoning: "error",
+    return503OnClosing: true,
+    forceCloseConnections: true,
+  });
+  const authenticator = new StaticKeyAuthenticator(options.apiKeys);
+  app.decorateRequest("accounted", false);
+
+  app.addHook("onRequest", async (request, reply) => {
+    void reply.header("x-request-id", request.id);
+    if (!PUBLIC_ROUTES.has(request.routeOptions.url ?? "")) authenticator.authenticate(request.headers.authorization);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    if (request.accounted) return;
+    request.log.info(
+      { method: request.method, route: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) },
+      "request",
+    );
+  });
+
+  registerErrorHandling(app, bodyLimit);
+  registerHealthRoutes(app, options.registry);
+  registerModelRoutes(app, options.registry);
+  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges });
+  return app;
+}

@@ -1,0 +1,43 @@
+/**
+ * Writes a Server-Sent Events response on a raw Node response: `data: <json>\n\n` per
+ * event and `data: [DONE]\n\n` at the end, honouring back-pressure so a slow client
+ * slows generation instead of growing a buffer.
+ */
+import { once } from "node:events";
+import type { ServerResponse } from "node:http";
+
+export class SseWriter {
+  readonly #response: ServerResponse;
+
+  constructor(response: ServerResponse, requestId: string) {
+    this.#response = response;
+    response.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      connection: "keep-alive",
+      "x-accel-buffering": "no",
+      "x-request-id": requestId,
+    });
+    response.flushHeaders();
+  }
+
+  get open(): boolean {
+    return !this.#response.destroyed && !this.#response.writableEnded;
+  }
+
+  async send(data: unknown): Promise<void> {
+    await this.#write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+
+  async done(): Promise<void> {
+    await this.#write("data: [DONE]\n\n");
+    if (this.open) this.#response.end();
+  }
+
+  async #write(text: string): Promise<void> {
+    if (!this.open) return;
+    if (!this.#response.write(text)) {
+      await Promise.race([once(this.#response, "drain"), once(this.#response, "close")]);
+    }
+  }
+}
