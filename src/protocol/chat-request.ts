@@ -38,7 +38,10 @@ function describeType(value: Json): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
   if (typeof value === "object") return "an object";
-  if (typeof value === "number") return Number.isInteger(value) ? "an integer" : "a number";
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return "a number too large to represent";
+    return Number.isInteger(value) ? "an integer" : "a number";
+  }
   return `a ${typeof value}`;
 }
 
@@ -56,10 +59,11 @@ function isPlainObject(value: Json): value is Record<string, Json> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function readNumber(body: Record<string, Json>, param: keyof ParameterRanges, range: Range, fallback: number, integer = false): number {
+function readNumber(body: Record<string, Json>, param: string, range: Range, fallback: number, integer = false): number {
   const value = body[param];
   if (value === undefined || value === null) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value)) throw wrongType(param, integer ? "an integer" : "a number", value);
+  if (typeof value !== "number") throw wrongType(param, integer ? "an integer" : "a number", value);
+  if (!Number.isFinite(value)) throw wrongType(param, integer ? "a finite integer" : "a finite number", value);
   if (integer && !Number.isInteger(value)) throw wrongType(param, "an integer", value);
   const belowMin = range.minExclusive === true ? value <= range.min : value < range.min;
   if (belowMin) {
@@ -194,7 +198,7 @@ function readMaxTokens(body: Record<string, Json>, ranges: ParameterRanges): num
   const newer = body.max_completion_tokens;
   if (newer === undefined || newer === null) return maxTokens;
   // OpenAI's newer name for the same limit; it wins when both are given.
-  return readNumber({ max_tokens: newer }, "max_tokens", ranges.max_tokens, maxTokens, true);
+  return readNumber(body, "max_completion_tokens", ranges.max_tokens, maxTokens, true);
 }
 
 export function parseChatRequest(body: Json, ranges: ParameterRanges): ChatRequest {
