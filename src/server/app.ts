@@ -2,8 +2,10 @@
  * The Fastify application: hooks for stages 1–2 of DESIGN §2 (request id, auth), the
  * routes, and the error envelope. Listening and shutdown belong to the caller.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from "fastify";
 import type { ModelRegistry } from "../backends/registry.js";
+import secureJson from "secure-json-parse";
+import { ApiError } from "../protocol/errors.js";
 import { acceptRequestId } from "../protocol/ids.js";
 import type { ParameterRanges } from "../protocol/parameters.js";
 import { StaticKeyAuthenticator } from "./auth.js";
@@ -43,13 +45,22 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       ? { loggerInstance: options.loggerInstance }
       : { logger: options.logger ?? { level: "info", redact: ["req.headers.authorization"] } }),
     bodyLimit,
-    disableRequestLogging: true,
+    // One log line per request, written by Parley itself (stage 9), not Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: (request) => acceptRequestId(request.headers["x-request-id"]),
-    // Prototype-poisoning keys are refused as bad JSON rather than silently stripped.
-    onProtoPoisoning: "error",
-    onConstructorPoisoning: "error",
     return503OnClosing: true,
     forceCloseConnections: true,
+  });
+  // JSON only (anything else is 415), parsed with an error that says what is wrong with
+  // it; prototype-poisoning keys are refused, not silently stripped.
+  app.removeContentTypeParser(["text/plain", "application/json"]);
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (_request, body, done) => {
+    try {
+      done(null, secureJson.parse(body as string, undefined, { protoAction: "error", constructorAction: "error" }));
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : "invalid JSON";
+      done(new ApiError("invalid_json", `We could not parse the JSON body of your request: ${reason}.`), undefined);
+    }
   });
   const authenticator = new StaticKeyAuthenticator(options.apiKeys);
   app.decorateRequest("accounted", false);

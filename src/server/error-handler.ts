@@ -14,18 +14,10 @@ function fromFastifyError(error: FastifyError, bodyLimit: number): ApiError | un
         "unsupported_media_type",
         "Unsupported Content-Type: send the request body as JSON with 'Content-Type: application/json'.",
       );
-    case "FST_ERR_CTP_EMPTY_JSON_BODY":
-      return new ApiError("invalid_json", "The request body is empty; expected a JSON object.");
     case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
       return new ApiError("invalid_json", "The request body's length does not match its Content-Length header.");
     default:
       break;
-  }
-  if (error instanceof SyntaxError || error.code === "FST_ERR_CTP_INVALID_JSON_BODY") {
-    return new ApiError("invalid_json", `We could not parse the JSON body of your request: ${error.message}`);
-  }
-  if (error.statusCode === 400 && /prototype|constructor/i.test(error.message)) {
-    return new ApiError("invalid_json", "The JSON body contains a forbidden key ('__proto__' or 'constructor').");
   }
   return undefined;
 }
