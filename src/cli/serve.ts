@@ -3,6 +3,7 @@
  * once — `/health` answers 503 while the model loads — then load it and serve.
  */
 import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
@@ -77,6 +78,7 @@ async function chooseModel(config: ServeConfig, log: Logger): Promise<ModelChoic
         "Pass --model FILE.gguf to serve a real model.",
     );
     const demoPath = path.join(config.cacheDir, `${DEMO_MODEL_NAME}.gguf`);
+    await mkdir(config.cacheDir, { recursive: true });
     if (!existsSync(demoPath)) await synthesizeModel({ architecture: "qwen2", shape: "tiny", type: "q8_0", outputPath: demoPath, name: DEMO_MODEL_NAME });
     // Every name of the demo says so, since a response's `model` field is the name asked for.
     return { path: demoPath, names: [DEMO_MODEL_NAME] };

@@ -15,6 +15,8 @@ export interface GenerationInput {
   readonly request: GenerationRequest;
   readonly promptTokens: readonly Token[];
   readonly templateStops: readonly string[];
+  /** Called once per generated token (for counters). */
+  readonly onToken?: () => void;
 }
 
 function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
@@ -72,6 +74,7 @@ export async function* generate(
   for await (const token of tokens) {
     if (signal.aborted) return;
     generated.push(token);
+    input.onToken?.();
     // Template stops first: a turn terminator must not leak even if a client stop would match later.
     const template = templateStops.push(decoder.push(token));
     const client = clientStops.push(template.text);

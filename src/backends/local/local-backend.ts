@@ -55,6 +55,7 @@ export class LocalBackend implements Backend {
   #state: BackendState = "loading";
   #loaded: Loaded | undefined;
   #failure: string | undefined;
+  #generatedTokens = 0;
 
   constructor(llama: Llama, options: LocalModelOptions) {
     this.#llama = llama;
@@ -69,6 +70,11 @@ export class LocalBackend implements Backend {
   activity(): { running: number; waiting: number } {
     const queue = this.#loaded?.queue;
     return { running: queue?.busy ?? 0, waiting: queue?.waiting ?? 0 };
+  }
+
+  /** Tokens generated since start, over all requests (abandoned ones included). */
+  get generatedTokens(): number {
+    return this.#generatedTokens;
   }
 
   /** Why loading failed, when `state()` is "failed". */
@@ -125,7 +131,10 @@ export class LocalBackend implements Backend {
   async prepare(request: GenerationRequest): Promise<PreparedPrompt> {
     const { model, chatWrapper, context } = this.#ready();
     const rendered = renderPrompt(chatWrapper, request.messages);
-    const tokens = rendered.text.tokenize(model.tokenizer);
+    let tokens = rendered.text.tokenize(model.tokenizer);
+    // Some chat wrappers (ChatML) always open with BOS; a model that asks for no BOS
+    // (Qwen2, whose BOS is <|endoftext|>) is prompted without it, as llama-server does.
+    if (!model.tokens.shouldPrependBosToken && tokens[0] === model.tokens.bos) tokens = tokens.slice(1);
     const window = context.contextSize;
     if (tokens.length + request.maxTokens > window) {
       throw new ApiError(
@@ -140,7 +149,15 @@ export class LocalBackend implements Backend {
   }
 
   #run(loaded: Loaded, sequence: LlamaContextSequence, prompt: LocalPrompt, signal: AbortSignal): Generation {
-    const events = generate(loaded.model, sequence, { request: prompt.request, promptTokens: prompt.tokens, templateStops: prompt.templateStops }, signal);
+    const input = {
+      request: prompt.request,
+      promptTokens: prompt.tokens,
+      templateStops: prompt.templateStops,
+      onToken: () => {
+        this.#generatedTokens += 1;
+      },
+    };
+    const events = generate(loaded.model, sequence, input, signal);
     let released = false;
     const release = (): void => {
       if (released) return;
