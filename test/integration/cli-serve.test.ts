@@ -1,0 +1,120 @@
+/**
+ * `parley serve` as a user runs it: a child process on an ephemeral port, real models,
+ * and the offline paths (default model → labelled demo; hf: URI → clear error).
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CLI, runCli, type CliProcess } from "../helpers/cli.js";
+import { STORIES_260K } from "../helpers/models.js";
+
+const LISTENING = /Parley listening on (http:\/\/[^"\s]+)/;
+
+async function waitHealthy(url: string): Promise<void> {
+  for (let attempt = 0; attempt < 600; attempt++) {
+    const response = await fetch(`${url}/health`).catch(() => undefined);
+    if (response?.status === 200) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error("never became healthy");
+}
+
+before(() => assert.ok(existsSync(CLI), `${CLI} is missing: run \`npm run build\` first (npm test does)`));
+
+describe("serve a local file with aliases and keys", () => {
+  let server: CliProcess;
+  let url = "";
+  before(async () => {
+    server = runCli([
+      "serve", "--model", STORIES_260K, "--port", "0", "--api-key", "cli-test-key-1",
+      "--model-name", "Qwen/Qwen2-7B-Instruct", "--model-name", "stories", "--threads", "1",
+    ]);
+    url = (await server.waitFor(LISTENING))[1] ?? "";
+    await waitHealthy(url);
+  });
+  after(() => server.stop());
+
+  test("lists every name and answers by alias", async () => {
+    const headers = { authorization: "Bearer cli-test-key-1", "content-type": "application/json" };
+    const models = (await (await fetch(`${url}/v1/models`, { headers })).json()) as { data: Array<{ id: string }> };
+    assert.deepEqual(models.data.map((model) => model.id), ["Qwen/Qwen2-7B-Instruct", "stories"]);
+    const response = await fetch(`${url}/model/api/v1/chat/completions`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ model: "stories", messages: [{ role: "user", content: "Hi" }], max_tokens: 5 }),
+    });
+    assert.equal(response.status, 200);
+    assert.equal(((await response.json()) as { model: string }).model, "stories");
+  });
+
+  test("a missing key is refused", async () => {
+    assert.equal((await fetch(`${url}/v1/models`)).status, 401);
+  });
+
+  test("one log line per request, never the key", async () => {
+    await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer cli-test-key-1" } });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.match(server.output(), /"msg":"chat completion"/);
+    assert.ok(!server.output().includes("cli-test-key-1"));
+  });
+
+  test("SIGTERM exits 0", async () => {
+    assert.equal(await server.stop(), 0);
+  });
+});
+
+describe("offline", () => {
+  let home = "";
+  before(() => {
+    home = mkdtempSync(path.join(os.tmpdir(), "parley-home-"));
+  });
+  after(() => rmSync(home, { recursive: true, force: true }));
+
+  test("without --model the default model cannot download, so a labelled random demo model is served", async () => {
+    const server = runCli(["serve", "--port", "0"], { PARLEY_HOME: home });
+    try {
+      const url = (await server.waitFor(LISTENING))[1] ?? "";
+      assert.match(server.output(), /could not be downloaded.*RANDOM weights/);
+      await waitHealthy(url);
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+      assert.deepEqual(models.data.map((model) => model.id), ["parley-demo-random-weights"]);
+      const response = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "parley-demo-random-weights", messages: [{ role: "user", content: "Hi" }], max_tokens: 8 }),
+      });
+      const body = (await response.json()) as { model: string; usage: { completion_tokens: number } };
+      assert.equal(response.status, 200);
+      assert.match(body.model, /random/);
+      assert.ok(body.usage.completion_tokens > 0);
+      assert.ok(existsSync(path.join(home, "models", "parley-demo-random-weights.gguf")));
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  test("an hf: model that cannot be downloaded is a clear error, exit 1", async () => {
+    const server = runCli(["serve", "--model", "hf:nobody/no-such-model-GGUF:Q4_K_M", "--port", "0"], { PARLEY_HOME: home });
+    assert.equal(await server.exited(), 1);
+    assert.match(server.output(), /Could not download hf:nobody\/no-such-model-GGUF:Q4_K_M/);
+    assert.ok(!server.output().includes("    at "), "no stack trace");
+  });
+});
+
+describe("bad start-up input", () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ["no keys on a public address", ["--host", "0.0.0.0"], /refusing to serve on 0\.0\.0\.0 without API keys/],
+    ["a port that is not a number", ["--port", "http"], /--port must be an integer/],
+    ["a missing model file", ["--model", "/nonexistent/model.gguf"], /Model file not found/],
+    ["a bad range", ["--range", "temperature=3:1"], /MIN must not exceed MAX/],
+  ];
+  for (const [name, args, message] of cases) {
+    test(name, async () => {
+      const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", ...args]);
+      assert.equal(await server.exited(), 1);
+      assert.match(server.output(), message);
+    });
+  }
+});
