@@ -3,7 +3,7 @@
  * and the offline paths (default model → labelled demo; hf: URI → clear error).
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -117,4 +117,29 @@ describe("bad start-up input", () => {
       assert.match(server.output(), message);
     });
   }
+});
+
+describe("downloaded once", () => {
+  let home = "";
+  before(() => {
+    home = mkdtempSync(path.join(os.tmpdir(), "parley-home-"));
+  });
+  after(() => rmSync(home, { recursive: true, force: true }));
+
+  test("an hf: model already downloaded is found offline through the cache's manifest", async () => {
+    const uri = "hf:example/stories-GGUF:Q8_0";
+    mkdirSync(path.join(home, "models"), { recursive: true });
+    const cached = path.join(home, "models", "stories.gguf");
+    copyFileSync(STORIES_260K, cached);
+    writeFileSync(path.join(home, "models", "downloads.json"), JSON.stringify({ [uri]: cached }));
+    const server = runCli(["serve", "--model", uri, "--port", "0", "--threads", "1"], { PARLEY_HOME: home });
+    try {
+      const url = (await server.waitFor(LISTENING))[1] ?? "";
+      await waitHealthy(url);
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+      assert.deepEqual(models.data.map((model) => model.id), ["example/stories"]);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
 });

@@ -94,7 +94,7 @@ export class LocalBackend implements Backend {
       const model = await this.#llama.loadModel({ modelPath: this.#options.modelPath });
       const parallel = this.#options.parallel ?? 1;
       const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
-      const threads = this.#options.threads ?? defaultThreads(model.fileInsights.totalLayers, model.size, this.#llama.cpuMathCores);
+      const threads = this.#options.threads ?? defaultThreads(model.size, this.#llama.cpuMathCores);
       const context = await model.createContext({ contextSize, sequences: parallel, threads });
       const sequences = Array.from({ length: parallel }, () => context.getSequence());
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);

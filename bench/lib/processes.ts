@@ -1,0 +1,89 @@
+/** Starting and stopping the servers a benchmark compares, on free loopback ports. */
+import { spawn, type ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { createServer } from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const TOOLS = path.resolve(PROJECT_ROOT, "../shared/tools/llama-server");
+export const SHARED_MODELS = path.resolve(PROJECT_ROOT, "../shared/models");
+
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  server.close();
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}
+
+export interface ServerProcess {
+  readonly name: string;
+  readonly url: string;
+  readonly child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function waitHealthy(url: string, child: ChildProcess, log: () => string): Promise<void> {
+  for (let attempt = 0; attempt < 1200; attempt++) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${log()}`);
+    const response = await fetch(`${url}/health`).catch(() => undefined);
+    if (response?.status === 200) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`server at ${url} never became healthy:\n${log()}`);
+}
+
+export async function startServer(name: string, command: string, args: string[], port: number): Promise<ServerProcess> {
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  const keep = (data: Buffer): void => {
+    log = (log + data.toString("utf8")).slice(-20_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHealthy(url, child, () => log);
+  return {
+    name,
+    url,
+    child,
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await once(child, "exit");
+      clearTimeout(timer);
+    },
+  };
+}
+
+export interface EngineSettings {
+  readonly model: string;
+  readonly threads: number;
+  readonly contextSize: number;
+  readonly parallel: number;
+}
+
+export async function startLlamaServer(settings: EngineSettings): Promise<ServerProcess> {
+  const port = await freePort();
+  // --no-jinja --chat-template chatml: llama-server's Jinja tool-call parser rejects random-weight output (tools/README.md).
+  const args = [
+    "-m", settings.model, "-t", String(settings.threads), "-c", String(settings.contextSize * settings.parallel),
+    "-np", String(settings.parallel), "--no-jinja", "--chat-template", "chatml", "--host", "127.0.0.1", "--port", String(port),
+    "--no-webui",
+  ];
+  return startServer("llama-server", path.join(TOOLS, "llama-server"), args, port);
+}
+
+export async function startParley(settings: EngineSettings): Promise<ServerProcess> {
+  const port = await freePort();
+  const args = [
+    path.join(PROJECT_ROOT, "dist/cli/main.js"), "serve", "--model", settings.model, "--model-name", "bench",
+    "--threads", String(settings.threads), "--context-size", String(settings.contextSize),
+    "--parallel", String(settings.parallel), "--port", String(port), "--log-level", "warn",
+  ];
+  return startServer("parley", process.execPath, args, port);
+}

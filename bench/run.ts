@@ -1,0 +1,125 @@
+/**
+ * `npm run bench`: Parley against llama.cpp's own llama-server on the same model, threads,
+ * context and prompt, side by side in one run (alternating A B A B), through HTTP.
+ *
+ * Scenario "single stream": one streaming request at a time, greedy, on a synthetic
+ * Qwen2-0.5B q8_0 model with the real Qwen2 tokenizer; reports time to first token and
+ * decode tokens/s (medians over the rounds) and Parley's ratio to llama-server.
+ *
+ *   npm run bench                       # defaults: threads 1 and 2, 5 rounds, 128 tokens
+ *   ROUNDS=9 TOKENS=256 THREADS=2 npm run bench
+ *
+ * Results go to bench/results/<scenario>.md and .json.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { synthesizeModel } from "../src/models/synthesize.js";
+import { PROJECT_ROOT, SHARED_MODELS, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
+
+const ROUNDS = Number(process.env.ROUNDS ?? 5);
+const TOKENS = Number(process.env.TOKENS ?? 128);
+/** Thread counts to compare at; both servers get the same one. */
+const THREADS = (process.env.THREADS ?? "1,2").split(",").map(Number);
+const WORK = path.join(PROJECT_ROOT, "bench/.work");
+const RESULTS = path.join(PROJECT_ROOT, "bench/results");
+
+async function benchModel(): Promise<string> {
+  const file = path.join(WORK, "qwen2-0.5b-q8_0.gguf");
+  if (!existsSync(file)) {
+    mkdirSync(WORK, { recursive: true });
+    console.log(`writing ${file} (synthetic Qwen2-0.5B, q8_0)…`);
+    await synthesizeModel({ architecture: "qwen2", shape: "0.5b", type: "q8_0", vocabularyPath: path.join(SHARED_MODELS, "ggml-vocab-qwen2.gguf"), outputPath: file });
+  }
+  return file;
+}
+
+const MESSAGES = [
+  { role: "system", content: "You are a helpful assistant." },
+  { role: "user", content: "Write a short story about a lighthouse keeper who finds a message in a bottle." },
+];
+
+interface Row {
+  readonly server: string;
+  readonly timings: StreamTiming[];
+}
+
+function summarize(rows: Row[]): string {
+  const lines = [
+    "| server | TTFT median (ms) | decode tokens/s median | completion tokens (median) | rounds |",
+    "|---|---|---|---|---|",
+  ];
+  for (const row of rows) {
+    lines.push(
+      `| ${row.server} | ${median(row.timings.map((t) => t.timeToFirstTokenMs)).toFixed(1)} | ${median(
+        row.timings.map((t) => t.decodeTokensPerSecond),
+      ).toFixed(2)} | ${median(row.timings.map((t) => t.completionTokens))} | ${row.timings.length} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function singleStream(model: string, threads: number): Promise<string> {
+  const settings: EngineSettings = { model, threads, contextSize: 4096, parallel: 1 };
+  // One server at a time holds the cores, so the two never compete; they alternate per round.
+  const starters: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [
+    ["llama-server", startLlamaServer],
+    ["parley", startParley],
+  ];
+  const rows = new Map<string, StreamTiming[]>(starters.map(([name]) => [name, []]));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [name, start] of round % 2 === 0 ? starters : [...starters].reverse()) {
+      const server = await start(settings);
+      try {
+        // Warm-up with another prompt, so the measured request's prompt is not already cached.
+        await timeStream({ url: server.url, model: "bench", messages: [{ role: "user", content: "Hi" }], maxTokens: 8 });
+        const timing = await timeStream({ url: server.url, model: "bench", messages: MESSAGES, maxTokens: TOKENS, extra: { seed: 1 } });
+        rows.get(name)!.push(timing);
+        console.log(`${threads} threads, round ${round + 1} ${name}: TTFT ${timing.timeToFirstTokenMs.toFixed(1)} ms, ${timing.decodeTokensPerSecond.toFixed(2)} tok/s (${timing.completionTokens} tokens)`);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(
+    path.join(RESULTS, `single-stream-${threads}t.json`),
+    JSON.stringify({ settings: { ...settings, model: path.basename(model) }, rounds: ROUNDS, tokens: TOKENS, results: Object.fromEntries(rows) }, null, 2),
+  );
+  const table = summarize([...rows].map(([server, timings]) => ({ server, timings })));
+  const ratio = (pick: (t: StreamTiming) => number): number => median(rows.get("parley")!.map(pick)) / median(rows.get("llama-server")!.map(pick));
+  return [
+    `### ${threads} thread${threads === 1 ? "" : "s"}`,
+    "",
+    table,
+    "",
+    `Parley / llama-server: decode tokens/s ${ratio((t) => t.decodeTokensPerSecond).toFixed(3)}, time to first token ${ratio((t) => t.timeToFirstTokenMs).toFixed(3)}.`,
+    "",
+  ].join("\n");
+}
+
+async function main(): Promise<void> {
+  const model = await benchModel();
+  const sections: string[] = [];
+  for (const threads of THREADS) sections.push(await singleStream(model, threads));
+  const report = [
+    "# Single stream: Parley vs llama-server",
+    "",
+    `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
+    "Model: synthetic Qwen2-0.5B q8_0 (real Qwen2 tokenizer, random weights). Context 4096, one request at a time, greedy",
+    `(temperature 0), max_tokens ${TOKENS}, streaming, measured at the client through HTTP. ${ROUNDS} rounds per thread count,`,
+    "alternating which server runs first; each server is started fresh per round, warmed with one 8-token request, and",
+    "alone on the machine while measured. Decode tokens/s counts the tokens after the first over the time from the first",
+    "content chunk to the last; TTFT is from sending the request to the first content chunk.",
+    "",
+    "Command: `npm run bench` " + `(ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
+    "",
+    ...sections,
+  ].join("\n");
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(path.join(RESULTS, "single-stream.md"), report);
+  console.log(`\n${report}`);
+}
+
+await main();
