@@ -1,0 +1,40 @@
+/**
+ * Where keys and the usage ledger live: a SQLite file by default, PostgreSQL when
+ * `DATABASE_URL` is set. Both implement this interface with the same schema migrations
+ * and the same behaviour (one test suite runs against both).
+ */
+import type { ApiKeyRecord, LedgerRow, UsageBucket, UsageQuery } from "./types.js";
+
+export interface AccessStore {
+  /** Creates or upgrades the schema; idempotent, safe to run on every start. */
+  migrate(): Promise<void>;
+
+  /** Throws a `StoreConflictError` when the id or hash already exists. */
+  createKey(record: ApiKeyRecord): Promise<void>;
+  /** The key whose secret hashes to `hash`, revoked or not. */
+  findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;
+  getKey(id: string): Promise<ApiKeyRecord | undefined>;
+  /** Every key, oldest first. */
+  listKeys(): Promise<ApiKeyRecord[]>;
+  /** Marks the key revoked (idempotent: keeps the first revocation time); undefined if unknown. */
+  revokeKey(id: string, at: Date): Promise<ApiKeyRecord | undefined>;
+  /** Replaces the key's secret (rotation), keeping its id, limits and usage; undefined if unknown. */
+  replaceKeySecret(id: string, hash: string, prefix: string): Promise<ApiKeyRecord | undefined>;
+  /** Whether any key exists (revoked ones included). */
+  hasKeys(): Promise<boolean>;
+
+  /** Appends one row; durable (committed) when the promise resolves. */
+  appendLedger(row: LedgerRow): Promise<void>;
+  usage(query: UsageQuery): Promise<UsageBucket[]>;
+  /** Prompt plus completion tokens a key used since `since` (all time when null). */
+  tokensUsed(keyId: string, since: Date | null): Promise<number>;
+  /** The most recent rows, newest first. */
+  recentRequests(limit: number): Promise<LedgerRow[]>;
+
+  close(): Promise<void>;
+}
+
+/** A unique constraint was violated (duplicate key id or secret hash). */
+export class StoreConflictError extends Error {
+  override readonly name = "StoreConflictError";
+}
