@@ -45,6 +45,8 @@ export type GenerationEvent =
  */
 export interface Generation extends AsyncIterable<GenerationEvent> {
   close(): Promise<void>;
+  /** Tokens so far: what an abandoned or failed generation consumed, for the ledger. */
+  usage(): { readonly promptTokens: number; readonly completionTokens: number; readonly cachedTokens: number };
 }
 
 /**

@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 /** The `parley` command: this file only registers commands; each lives in its own module. */
 import { Command } from "commander";
+import { registerKeysCommand } from "./keys.js";
 import { registerModelCommand } from "./model.js";
 import { registerServeCommand } from "./serve.js";
+import { registerUsageCommand } from "./usage.js";
 
 const program = new Command("parley")
   .description("A self-hosted, OpenAI-compatible Chat Completions API server for GGUF models.")
@@ -10,6 +12,8 @@ const program = new Command("parley")
   .showHelpAfterError();
 
 registerServeCommand(program);
+registerKeysCommand(program);
+registerUsageCommand(program);
 registerModelCommand(program);
 
 await program.parseAsync(process.argv);

@@ -8,6 +8,8 @@ import path from "node:path";
 import type { Command } from "commander";
 import { getLlama, LlamaLogLevel } from "node-llama-cpp";
 import { pino, type Logger } from "pino";
+import type { AccessControl } from "../access/access-control.js";
+import { openAccess } from "../access/open-access.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
 import { buildServeConfig, ConfigError, isLoopbackHost, type ServeConfig, type ServeFlags } from "../config/serve-config.js";
@@ -37,6 +39,10 @@ export function registerServeCommand(program: Command): void {
     .option("--range <name=min:max>", "accepted range of a sampling parameter, e.g. temperature=0:2 (repeatable)", collect)
     .option("--cache-dir <dir>", "where downloaded and demo models are kept (default $PARLEY_HOME/models or ~/.cache/parley/models)")
     .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent (default info)")
+    .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
+    .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
+    .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
+    .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")
     .action(async (flags: ServeFlags) => {
       let config: ServeConfig;
       try {
@@ -87,11 +93,18 @@ async function chooseModel(config: ServeConfig, log: Logger): Promise<ModelChoic
 
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, redact: ["req.headers.authorization"] });
-  if (config.apiKeys.length === 0) {
+  let access: AccessControl;
+  try {
+    access = await openAccess(config.access, config.apiKeys);
+  } catch (error) {
+    exitWith(error instanceof Error ? error.message : String(error));
+  }
+  if (!(await access.authRequired())) {
     if (!isLoopbackHost(config.host)) {
-      exitWith(`refusing to serve on ${config.host} without API keys: pass --api-key (or PARLEY_API_KEYS), or bind a loopback address.`);
+      await access.close();
+      exitWith(`refusing to serve on ${config.host} without API keys: create one (parley keys create), pass --api-key (or PARLEY_API_KEYS), or bind a loopback address.`);
     }
-    log.warn(`No API key is configured: anyone on this machine can use the API at ${config.host}. Pass --api-key to require one.`);
+    log.warn(`No API key is configured: anyone on this machine can use the API at ${config.host}. Create one with 'parley keys create' or pass --api-key.`);
   }
 
   let model: ModelChoice;
@@ -119,7 +132,14 @@ export async function serve(config: ServeConfig): Promise<void> {
   const registry = new ModelRegistry();
   registry.add(backend, aliases);
 
-  const app = buildServer({ registry, apiKeys: config.apiKeys, ranges: config.ranges, bodyLimit: config.bodyLimit, loggerInstance: log });
+  const app = buildServer({
+    registry,
+    access,
+    adminToken: config.adminToken,
+    ranges: config.ranges,
+    bodyLimit: config.bodyLimit,
+    loggerInstance: log,
+  });
   const address = await app.listen({ host: config.host, port: config.port });
   log.info({ address, models: model.names }, `Parley listening on ${address}`);
 
@@ -130,6 +150,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     log.info({ signal }, "shutting down");
     await app.close();
     await registry.dispose();
+    await access.close();
     await llama.dispose();
     process.exit(0);
   };

@@ -5,6 +5,7 @@
 import os from "node:os";
 import path from "node:path";
 import { SEED_RANGES, type ParameterRanges, type Range } from "../protocol/parameters.js";
+import { buildAccessConfig, type AccessConfig, type AccessFlags } from "./access-config.js";
 
 export interface LocalModelConfig {
   /** A GGUF path or an `hf:`/https URI; undefined means Parley's default model. */
@@ -26,6 +27,9 @@ export interface ServeConfig {
   readonly model: LocalModelConfig;
   readonly cacheDir: string;
   readonly logLevel: string;
+  readonly access: AccessConfig;
+  /** Bearer token of the admin API; undefined disables it. */
+  readonly adminToken: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -33,7 +37,8 @@ export class ConfigError extends Error {
 }
 
 /** Raw values as commander hands them over. */
-export interface ServeFlags {
+export interface ServeFlags extends AccessFlags {
+  adminToken?: string;
   model?: string;
   modelName?: string[];
   host?: string;
@@ -86,6 +91,12 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(base, "parley", "models");
 }
 
+function adminToken(value: string | undefined): string | undefined {
+  if (value === undefined || value === "") return undefined;
+  if (value.length < 16 || /\s/.test(value)) throw new ConfigError("The admin token must be at least 16 characters without whitespace.");
+  return value;
+}
+
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
 export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
@@ -116,6 +127,8 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     },
     cacheDir: flags.cacheDir ?? defaultCacheDir(env),
     logLevel,
+    access: buildAccessConfig(flags, env),
+    adminToken: adminToken(flags.adminToken ?? env.PARLEY_ADMIN_TOKEN),
   };
 }
 

@@ -14,6 +14,7 @@ export type ErrorType =
   | "permission_error"
   | "not_found_error"
   | "rate_limit_error"
+  | "insufficient_quota"
   | "server_error"
   | "overloaded_error";
 
@@ -32,10 +33,13 @@ export const ERROR_CODES = {
   missing_required_parameter: { status: 400, type: "invalid_request_error" },
   unsupported_parameter: { status: 400, type: "invalid_request_error" },
   context_length_exceeded: { status: 400, type: "invalid_request_error" },
+  permission_denied: { status: 403, type: "permission_error" },
   model_not_found: { status: 404, type: "not_found_error" },
   not_found: { status: 404, type: "not_found_error" },
   request_too_large: { status: 413, type: "invalid_request_error" },
   unsupported_media_type: { status: 415, type: "invalid_request_error" },
+  rate_limit_exceeded: { status: 429, type: "rate_limit_error" },
+  insufficient_quota: { status: 429, type: "insufficient_quota" },
   server_overloaded: { status: 503, type: "overloaded_error", retryAfterSeconds: 1 },
   model_loading: { status: 503, type: "overloaded_error", retryAfterSeconds: 5 },
   model_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 30 },
@@ -56,8 +60,14 @@ export class ApiError extends Error {
   readonly status: number;
   readonly type: ErrorType;
   readonly retryAfterSeconds: number | undefined;
+  /** Extra response headers, e.g. `x-ratelimit-*` on a 429. */
+  readonly headers: Readonly<Record<string, string>>;
 
-  constructor(code: ErrorCode, message: string, options: { param?: string | null; retryAfterSeconds?: number } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { param?: string | null; retryAfterSeconds?: number; headers?: Record<string, string> } = {},
+  ) {
     super(message);
     this.name = "ApiError";
     const spec: ErrorCodeSpec = ERROR_CODES[code];
@@ -66,6 +76,7 @@ export class ApiError extends Error {
     this.status = spec.status;
     this.type = spec.type;
     this.retryAfterSeconds = options.retryAfterSeconds ?? spec.retryAfterSeconds;
+    this.headers = options.headers ?? {};
   }
 
   toBody(): ErrorBody {

@@ -3,13 +3,15 @@
  * routes, and the error envelope. Listening and shutdown belong to the caller.
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from "fastify";
-import type { ModelRegistry } from "../backends/registry.js";
 import secureJson from "secure-json-parse";
+import type { AccessControl, Principal } from "../access/access-control.js";
+import type { ModelRegistry } from "../backends/registry.js";
 import { ApiError } from "../protocol/errors.js";
 import { acceptRequestId } from "../protocol/ids.js";
 import type { ParameterRanges } from "../protocol/parameters.js";
-import { StaticKeyAuthenticator } from "./auth.js";
+import { AdminAuthenticator } from "./admin-auth.js";
 import { registerErrorHandling } from "./error-handler.js";
+import { registerAdminRoutes } from "./routes/admin.js";
 import { registerChatCompletionRoutes } from "./routes/chat-completions.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerModelRoutes } from "./routes/models.js";
@@ -18,13 +20,17 @@ declare module "fastify" {
   interface FastifyRequest {
     /** Set when a route wrote its own log line for the request (stage 9). */
     accounted: boolean;
+    /** Who the request runs as, once authenticated (stage 2). */
+    principal: Principal | null;
   }
 }
 
 export interface ServerOptions {
   readonly registry: ModelRegistry;
-  readonly apiKeys: readonly string[];
+  readonly access: AccessControl;
   readonly ranges: ParameterRanges;
+  /** The admin API's bearer token; without one the admin API answers 403. */
+  readonly adminToken?: string | undefined;
   /** Largest accepted request body in bytes. Defaults to 1 MiB. */
   readonly bodyLimit?: number;
   /** A pino logger config, or false for none. Defaults to info-level JSON lines. */
@@ -35,8 +41,9 @@ export interface ServerOptions {
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
-/** Routes that need no API key. */
+/** Routes that need no key: health checks. Admin routes take the admin token instead. */
 const PUBLIC_ROUTES = new Set(["/health"]);
+const ADMIN_PREFIX = "/admin/";
 
 export function buildServer(options: ServerOptions): FastifyInstance {
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
@@ -62,12 +69,16 @@ export function buildServer(options: ServerOptions): FastifyInstance {
       done(new ApiError("invalid_json", `We could not parse the JSON body of your request: ${reason}.`), undefined);
     }
   });
-  const authenticator = new StaticKeyAuthenticator(options.apiKeys);
   app.decorateRequest("accounted", false);
+  app.decorateRequest("principal", null);
+  const admin = new AdminAuthenticator(options.adminToken);
 
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
-    if (!PUBLIC_ROUTES.has(request.routeOptions.url ?? "")) authenticator.authenticate(request.headers.authorization);
+    const route = request.routeOptions.url ?? "";
+    if (PUBLIC_ROUTES.has(route)) return;
+    if (request.url.startsWith(ADMIN_PREFIX)) admin.authenticate(request.headers.authorization);
+    else request.principal = await options.access.authenticate(request.headers.authorization);
   });
   app.addHook("onResponse", async (request, reply) => {
     if (request.accounted) return;
@@ -80,6 +91,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   registerErrorHandling(app, bodyLimit);
   registerHealthRoutes(app, options.registry);
   registerModelRoutes(app, options.registry);
-  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges });
+  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access });
+  registerAdminRoutes(app, options.access);
   return app;
 }

@@ -24,6 +24,7 @@ function fromFastifyError(error: FastifyError, bodyLimit: number): ApiError | un
 
 export function sendError(reply: FastifyReply, error: ApiError): FastifyReply {
   if (error.retryAfterSeconds !== undefined) void reply.header("retry-after", String(error.retryAfterSeconds));
+  for (const [name, value] of Object.entries(error.headers)) void reply.header(name, value);
   return reply.code(error.status).type("application/json; charset=utf-8").send(error.toBody());
 }
 

@@ -9,9 +9,10 @@ import type { ServerResponse } from "node:http";
 export class SseWriter {
   readonly #response: ServerResponse;
 
-  constructor(response: ServerResponse, requestId: string) {
+  constructor(response: ServerResponse, requestId: string, headers: Record<string, string> = {}) {
     this.#response = response;
     response.writeHead(200, {
+      ...headers,
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       connection: "keep-alive",

@@ -2,7 +2,13 @@
  * A real Parley on an ephemeral loopback port, in this process, with a real model:
  * the same app, backend and engine that `parley serve` runs, without the CLI around it.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import type { AccessControl } from "../../src/access/access-control.js";
+import { openAccess } from "../../src/access/open-access.js";
+import type { AccessConfig } from "../../src/config/access-config.js";
 import { LocalBackend, type LocalModelOptions } from "../../src/backends/local/local-backend.js";
 import { ModelRegistry } from "../../src/backends/registry.js";
 import { SEED_RANGES, type ParameterRanges } from "../../src/protocol/parameters.js";
@@ -16,18 +22,38 @@ export function testLlama(): Promise<Llama> {
   return llama;
 }
 
+/** Access control on a fresh SQLite file in a temp dir, with in-memory counters. */
+export async function openTestAccess(
+  staticKeys: readonly string[] = [],
+  config: Partial<AccessConfig> = {},
+): Promise<{ access: AccessControl; close(): Promise<void> }> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), "parley-test-data-"));
+  const access = await openAccess({ dataDir, databaseUrl: undefined, redisUrl: undefined, ...config }, staticKeys);
+  return {
+    access,
+    close: async () => {
+      await access.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
 export interface StartOptions extends Partial<Omit<LocalModelOptions, "modelPath">> {
   readonly modelPath: string;
   readonly aliases?: readonly string[];
   readonly apiKeys?: readonly string[];
   readonly ranges?: ParameterRanges;
   readonly bodyLimit?: number;
+  /** Store and limiter; defaults to a fresh SQLite file in a temp dir and in-memory counters. */
+  readonly accessConfig?: Partial<AccessConfig>;
+  readonly adminToken?: string;
 }
 
 export interface RunningParley {
   /** `http://127.0.0.1:PORT` */
   readonly url: string;
   readonly backend: LocalBackend;
+  readonly access: AccessControl;
   close(): Promise<void>;
 }
 
@@ -43,9 +69,11 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
   await backend.load();
   const registry = new ModelRegistry();
   registry.add(backend, options.aliases ?? []);
+  const { access, close: closeAccess } = await openTestAccess(options.apiKeys ?? [], options.accessConfig);
   const app = buildServer({
     registry,
-    apiKeys: options.apiKeys ?? [],
+    access,
+    ...(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}),
     ranges: options.ranges ?? SEED_RANGES,
     ...(options.bodyLimit !== undefined ? { bodyLimit: options.bodyLimit } : {}),
     logger: false,
@@ -54,9 +82,11 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
   return {
     url,
     backend,
+    access,
     close: async () => {
       await app.close();
       await registry.dispose();
+      await closeAccess();
     },
   };
 }

@@ -6,13 +6,14 @@ import { ModelRegistry } from "../../src/backends/registry.js";
 import { SEED_RANGES } from "../../src/protocol/parameters.js";
 import { buildServer } from "../../src/server/app.js";
 import { STORIES_260K } from "../helpers/models.js";
-import { testLlama } from "../helpers/parley.js";
+import { openTestAccess, testLlama } from "../helpers/parley.js";
 
 test("503 while the model loads, 200 when ready; no auth on /health", async () => {
   const backend = new LocalBackend(await testLlama(), { id: "stories", modelPath: STORIES_260K, threads: 1 });
   const registry = new ModelRegistry();
   registry.add(backend);
-  const app = buildServer({ registry, apiKeys: ["health-test-key"], ranges: SEED_RANGES, logger: false });
+  const testAccess = await openTestAccess(["health-test-key"]);
+  const app = buildServer({ registry, access: testAccess.access, ranges: SEED_RANGES, logger: false });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
   try {
     const loading = await fetch(`${url}/health`);
@@ -36,6 +37,7 @@ test("503 while the model loads, 200 when ready; no auth on /health", async () =
   } finally {
     await app.close();
     await registry.dispose();
+    await testAccess.close();
   }
 });
 
@@ -43,7 +45,8 @@ test("a model that fails to load makes /health 503 and requests 503 model_unavai
   const backend = new LocalBackend(await testLlama(), { id: "broken", modelPath: "/nonexistent.gguf", threads: 1 });
   const registry = new ModelRegistry();
   registry.add(backend);
-  const app = buildServer({ registry, apiKeys: [], ranges: SEED_RANGES, logger: false });
+  const testAccess = await openTestAccess();
+  const app = buildServer({ registry, access: testAccess.access, ranges: SEED_RANGES, logger: false });
   const url = await app.listen({ host: "127.0.0.1", port: 0 });
   try {
     await assert.rejects(backend.load());
@@ -60,5 +63,6 @@ test("a model that fails to load makes /health 503 and requests 503 model_unavai
   } finally {
     await app.close();
     await registry.dispose();
+    await testAccess.close();
   }
 });

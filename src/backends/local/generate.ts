@@ -17,6 +17,8 @@ export interface GenerationInput {
   readonly templateStops: readonly string[];
   /** Called once per generated token (for counters). */
   readonly onToken?: () => void;
+  /** Filled in as generation goes, so an abandoned generation's usage is known. */
+  readonly usage?: { cachedTokens: number; completionTokens: number };
 }
 
 function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
@@ -39,6 +41,7 @@ export async function* generate(
     await sequence.eraseContextTokenRanges([{ start: reused, end: sequence.nextTokenIndex }]);
   }
 
+  if (input.usage !== undefined) input.usage.cachedTokens = reused;
   const generated: Token[] = [];
   const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
   const decoder = new TokenDecoder((tokens, lastTokens) => model.detokenize(tokens, false, lastTokens));
@@ -75,6 +78,7 @@ export async function* generate(
     if (signal.aborted) return;
     generated.push(token);
     input.onToken?.();
+    if (input.usage !== undefined) input.usage.completionTokens = generated.length;
     // Template stops first: a turn terminator must not leak even if a client stop would match later.
     const template = templateStops.push(decoder.push(token));
     const client = clientStops.push(template.text);

@@ -149,7 +149,9 @@ export class LocalBackend implements Backend {
   }
 
   #run(loaded: Loaded, sequence: LlamaContextSequence, prompt: LocalPrompt, signal: AbortSignal): Generation {
+    const usage = { cachedTokens: 0, completionTokens: 0 };
     const input = {
+      usage,
       request: prompt.request,
       promptTokens: prompt.tokens,
       templateStops: prompt.templateStops,
@@ -184,6 +186,7 @@ export class LocalBackend implements Backend {
           release();
         }
       },
+      usage: () => ({ promptTokens: prompt.promptTokens, ...usage }),
     };
   }
 

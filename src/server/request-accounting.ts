@@ -1,0 +1,121 @@
+/**
+ * Stage 9 of DESIGN §2 for a chat completion: exactly one usage-ledger row and one log
+ * line per authenticated request, whatever its outcome, and the settlement of the key's
+ * token reservation. A completed response calls `finish()` before its last byte, so its
+ * row is durable before the client has the whole answer; every other path calls it in a
+ * `finally`.
+ */
+import type { FastifyRequest } from "fastify";
+import type { AccessControl } from "../access/access-control.js";
+import type { LimitLease } from "../access/limiter.js";
+import type { LedgerOutcome, LedgerRow } from "../access/types.js";
+import type { ApiError } from "../protocol/errors.js";
+
+export interface Tokens {
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly cachedTokens: number;
+}
+
+const NO_TOKENS: Tokens = { promptTokens: 0, completionTokens: 0, cachedTokens: 0 };
+
+export class RequestAccounting {
+  readonly #request: FastifyRequest;
+  readonly #access: AccessControl;
+  readonly #createdAt = new Date();
+  readonly #started = performance.now();
+  #model: string | null = null;
+  #status = 200;
+  #outcome: LedgerOutcome = "completed";
+  #finishReason: string | null = null;
+  #tokens: Tokens = NO_TOKENS;
+  #timeToFirstTokenMs: number | null = null;
+  #lease: LimitLease | null = null;
+  #finished: Promise<void> | undefined;
+
+  constructor(request: FastifyRequest, access: AccessControl) {
+    this.#request = request;
+    this.#access = access;
+  }
+
+  set model(model: string) {
+    this.#model = model;
+  }
+
+  set lease(lease: LimitLease | null) {
+    this.#lease = lease;
+  }
+
+  markFirstToken(): void {
+    this.#timeToFirstTokenMs ??= Math.round(performance.now() - this.#started);
+  }
+
+  /** Tokens consumed so far (prompt as evaluated, completion as generated). */
+  set tokens(tokens: Tokens) {
+    this.#tokens = tokens;
+  }
+
+  completed(finishReason: string, tokens: Tokens): void {
+    this.#outcome = "completed";
+    this.#finishReason = finishReason;
+    this.#tokens = tokens;
+  }
+
+  abandoned(): void {
+    this.#outcome = "abandoned";
+    this.#status = 499;
+  }
+
+  /** Refused (4xx, 429, 503) or failed (5xx) — before or during generation. */
+  failed(error: ApiError): void {
+    this.#status = error.status;
+    this.#outcome = error.status >= 500 && error.status !== 503 ? "failed" : "rejected";
+  }
+
+  /** In-stream failure after the 200 was sent. */
+  failedMidStream(): void {
+    this.#outcome = "failed";
+  }
+
+  get outcome(): LedgerOutcome {
+    return this.#outcome;
+  }
+
+  /** Writes the ledger row and the log line, and settles the reservation; idempotent. */
+  finish(): Promise<void> {
+    this.#finished ??= this.#write();
+    return this.#finished;
+  }
+
+  async #write(): Promise<void> {
+    const row: LedgerRow = {
+      requestId: this.#request.id,
+      keyId: this.#request.principal?.key?.id ?? null,
+      model: this.#model,
+      promptTokens: this.#tokens.promptTokens,
+      completionTokens: this.#tokens.completionTokens,
+      cachedTokens: this.#tokens.cachedTokens,
+      status: this.#status,
+      outcome: this.#outcome,
+      finishReason: this.#finishReason,
+      timeToFirstTokenMs: this.#timeToFirstTokenMs,
+      durationMs: Math.round(performance.now() - this.#started),
+      createdAt: this.#createdAt,
+    };
+    this.#request.accounted = true;
+    const used = row.promptTokens + row.completionTokens;
+    try {
+      await this.#access.record(row);
+    } catch (error) {
+      // The response still goes out; the row is kept in the log so no usage is lost.
+      this.#request.log.error({ err: error, ledgerRow: row }, "usage ledger write failed");
+    }
+    try {
+      await this.#lease?.settle(used);
+    } catch (error) {
+      this.#request.log.error({ err: error }, "rate-limit settlement failed");
+    }
+    const { requestId: _id, createdAt: _at, ...fields } = row;
+    this.#request.log.info({ route: this.#request.url, ...fields }, "chat completion");
+  }
+}
