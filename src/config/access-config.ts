@@ -34,14 +34,3 @@ export function buildAccessConfig(flags: AccessFlags, env: NodeJS.ProcessEnv = p
     redisUrl: nonEmpty(flags.redisUrl) ?? nonEmpty(env.REDIS_URL),
   };
 }
-
-/** A connection URL with any password replaced, for messages and logs. */
-export function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password !== "") parsed.password = "***";
-    return parsed.toString();
-  } catch {
-    return "(unparseable URL)";
-  }
-}
