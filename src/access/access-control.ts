@@ -67,7 +67,7 @@ export class AccessControl {
   async #storeHasKeys(): Promise<boolean> {
     const now = this.#now();
     if (this.#hasKeys === undefined || now - this.#hasKeys.at > HAS_KEYS_TTL_MS) {
-      this.#hasKeys = { value: await this.#store.hasKeys(), at: now };
+      this.#hasKeys = { value: await unavailableOnError("key store", () => this.#store.hasKeys()), at: now };
     }
     return this.#hasKeys.value;
   }
@@ -86,7 +86,7 @@ export class AccessControl {
     let isStatic = false;
     for (const known of this.#staticHashes) isStatic = sameHash(hash, known) || isStatic;
     if (isStatic) return { key: null };
-    const record = await this.#store.findKeyByHash(hash);
+    const record = await unavailableOnError("key store", () => this.#store.findKeyByHash(hash));
     if (record === undefined || !sameHash(record.hash, hash)) throw new ApiError("invalid_api_key", "Incorrect API key provided.");
     const status = keyStatus(record, this.#now());
     if (status === "revoked") throw new ApiError("invalid_api_key", `API key ${record.prefix}… has been revoked.`);
@@ -106,7 +106,9 @@ export class AccessControl {
   async admit(principal: Principal, reserveTokens: number, requestId: string): Promise<Admitted> {
     const key = principal.key;
     if (key === null) return { lease: null, headers: {} };
-    const result = await this.#limiter.admit({ keyId: key.id, limits: key, reserveTokens, requestId, now: this.#now() });
+    const result = await unavailableOnError("rate-limit store", () =>
+      this.#limiter.admit({ keyId: key.id, limits: key, reserveTokens, requestId, now: this.#now() }),
+    );
     const headers = rateLimitHeaders(result.state);
     if (result.admitted) return { lease: result.lease, headers };
     throw refusal(result.reason, result.retryAfterMs, result.state, headers, result.budgetRemaining);
@@ -120,6 +122,15 @@ export class AccessControl {
   async close(): Promise<void> {
     await this.#limiter.close();
     await this.#store.close();
+  }
+}
+
+/** A store that cannot be reached is a 503 for the client (the cause goes to the log), never a 500. */
+async function unavailableOnError<T>(what: string, action: () => Promise<T>): Promise<T> {
+  try {
+    return await action();
+  } catch (error) {
+    throw new ApiError("storage_unavailable", `Parley cannot reach its ${what} right now. Retry shortly.`, { cause: error });
   }
 }
 

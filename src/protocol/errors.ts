@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   server_overloaded: { status: 503, type: "overloaded_error", retryAfterSeconds: 1 },
   model_loading: { status: 503, type: "overloaded_error", retryAfterSeconds: 5 },
   model_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 30 },
+  storage_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 5 },
   generation_failed: { status: 500, type: "server_error" },
   internal_error: { status: 500, type: "server_error" },
 } as const satisfies Record<string, ErrorCodeSpec>;
@@ -66,9 +67,9 @@ export class ApiError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    options: { param?: string | null; retryAfterSeconds?: number; headers?: Record<string, string> } = {},
+    options: { param?: string | null; retryAfterSeconds?: number; headers?: Record<string, string>; cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "ApiError";
     const spec: ErrorCodeSpec = ERROR_CODES[code];
     this.code = code;

@@ -32,6 +32,7 @@ export function registerErrorHandling(app: FastifyInstance, bodyLimit: number): 
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const apiError = error instanceof ApiError ? error : (fromFastifyError(error, bodyLimit) ?? toApiError(error));
     if (apiError.code === "internal_error") request.log.error({ err: error }, "unhandled error");
+    else if (apiError.cause !== undefined) request.log.error({ err: apiError.cause, code: apiError.code }, apiError.message);
     return sendError(reply, apiError);
   });
   app.setNotFoundHandler((request, reply) =>
