@@ -4,6 +4,7 @@
  * field, and nothing is written.
  */
 import { ApiError } from "../protocol/errors.js";
+import { parseDateText } from "./dates.js";
 import type { ApiKeyRecord, BudgetPeriod, KeyLimits } from "./types.js";
 
 export interface KeySpec extends KeyLimits {
@@ -53,12 +54,10 @@ function readModels(value: unknown): string[] | null {
 /** Accepts `YYYY-MM-DD` (midnight UTC) or a full ISO 8601 timestamp; it must lie ahead of `now`. */
 export function parseExpiry(value: unknown, now: number): Date | null {
   if (value === undefined || value === null) return null;
-  if (typeof value !== "string" || !/^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(value.trim())) {
-    throw invalid("expires_at", "expected a date such as 2027-01-31 or 2027-01-31T12:00:00Z.");
+  const date = typeof value === "string" ? parseDateText(value) : null;
+  if (date === null) {
+    throw invalid("expires_at", `expected a real date such as 2027-01-31 or 2027-01-31T12:00:00Z, got ${JSON.stringify(value)?.slice(0, 60)}.`);
   }
-  const text = value.trim();
-  const date = new Date(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text);
-  if (Number.isNaN(date.getTime())) throw invalid("expires_at", `'${text}' is not a valid date.`);
   if (date.getTime() <= now) throw invalid("expires_at", "the date must be in the future.");
   return date;
 }
@@ -81,7 +80,7 @@ export function parseKeySpec(input: unknown, now: number = Date.now()): KeySpec 
     budgetPeriod = period;
   }
   if ((budgetTokens === null) !== (budgetPeriod === null)) {
-    throw invalid(budgetTokens === null ? "budget_tokens" : "budget_period", "budget_tokens and budget_period go together.");
+    throw invalid(budgetTokens === null ? "budget_tokens" : "budget_period", "'budget_tokens' and 'budget_period' go together.");
   }
   return {
     name: readName(fields.name),

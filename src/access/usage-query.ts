@@ -4,7 +4,8 @@
  * a look-back such as `30m`, `24h`, `7d`.
  */
 import { ApiError } from "../protocol/errors.js";
-import type { UsageGrouping, UsageQuery } from "./types.js";
+import { parseDateText } from "./dates.js";
+import type { UsageBucket, UsageGrouping, UsageQuery } from "./types.js";
 
 export interface UsageQueryInput {
   readonly key?: string | undefined;
@@ -21,11 +22,9 @@ export function parseInstant(param: string, value: string, now: number): Date {
   const text = value.trim();
   const lookBack = /^(\d{1,6})([mhd])$/.exec(text);
   if (lookBack?.[1] !== undefined && lookBack[2] !== undefined) return new Date(now - Number(lookBack[1]) * (UNITS[lookBack[2]] ?? 0));
-  if (/^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(text)) {
-    const date = new Date(/^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text);
-    if (!Number.isNaN(date.getTime())) return date;
-  }
-  throw new ApiError("invalid_value", `Invalid '${param}': expected a date (2027-01-31), an instant (2027-01-31T12:00:00Z) or a look-back (30m, 24h, 7d), got '${text.slice(0, 60)}'.`, {
+  const date = parseDateText(text);
+  if (date !== null) return date;
+  throw new ApiError("invalid_value", `Invalid '${param}': expected a real date (2027-01-31), an instant (2027-01-31T12:00:00Z) or a look-back (30m, 24h, 7d), got '${text.slice(0, 60)}'.`, {
     param,
   });
 }
@@ -46,4 +45,16 @@ export function parseUsageQuery(input: UsageQueryInput, now: number = Date.now()
     throw new ApiError("invalid_value", "Invalid 'until': it must be later than 'since'.", { param: "until" });
   }
   return query;
+}
+
+/** A usage bucket as the admin API and `parley usage --json` show it (snake_case, like OpenAI's usage). */
+export function usageView(bucket: UsageBucket): Record<string, string | number> {
+  return {
+    group: bucket.group,
+    requests: bucket.requests,
+    prompt_tokens: bucket.promptTokens,
+    completion_tokens: bucket.completionTokens,
+    cached_tokens: bucket.cachedTokens,
+    total_tokens: bucket.totalTokens,
+  };
 }

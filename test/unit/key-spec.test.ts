@@ -58,12 +58,14 @@ describe("key specs", () => {
     rejects({ name: "a", tpm: 1.5 }, "tpm", /positive integer/);
     rejects({ name: "a", max_concurrent: "3" }, "max_concurrent", /positive integer/);
     rejects({ name: "a", rpm: 1e15 }, "rpm", /up to/);
-    rejects({ name: "a", budget_tokens: 10 }, "budget_period", /go together/);
+    rejects({ name: "a", budget_tokens: 10 }, "budget_period", /'budget_tokens' and 'budget_period' go together/);
     rejects({ name: "a", budget_period: "week", budget_tokens: 10 }, "budget_period", /'day', 'month' or 'total'/);
     rejects({ name: "a", models: [] }, "models", /non-empty array/);
     rejects({ name: "a", models: ["ok", ""] }, "models[1]", /non-empty model name/);
-    rejects({ name: "a", expires_at: "tomorrow" }, "expires_at", /expected a date/);
-    rejects({ name: "a", expires_at: "2027-13-45" }, "expires_at", /not a valid date/);
+    rejects({ name: "a", expires_at: "tomorrow" }, "expires_at", /expected a real date/);
+    rejects({ name: "a", expires_at: "2027-13-45" }, "expires_at", /expected a real date/);
+    rejects({ name: "a", expires_at: "2099-02-30" }, "expires_at", /expected a real date/);
+    rejects({ name: "a", expires_at: "2099-01-01T25:00:00Z" }, "expires_at", /expected a real date/);
     rejects({ name: "a", expires_at: "2020-01-01" }, "expires_at", /in the future/);
     rejects({ name: "a", rmp: 5 }, "rmp", /Unknown field 'rmp'/);
     assert.throws(() => parseKeySpec([], NOW), /JSON object/);
@@ -98,6 +100,7 @@ describe("usage queries", () => {
   test("bad filters are 400s naming the parameter", () => {
     assert.throws(() => parseUsageQuery({ by: "week" }, NOW), (e: unknown) => e instanceof ApiError && e.param === "by");
     assert.throws(() => parseUsageQuery({ since: "yesterday" }, NOW), (e: unknown) => e instanceof ApiError && e.param === "since");
+    assert.throws(() => parseUsageQuery({ since: "2026-02-30" }, NOW), (e: unknown) => e instanceof ApiError && e.param === "since");
     assert.throws(() => parseUsageQuery({ since: "1d", until: "2d" }, NOW), (e: unknown) => e instanceof ApiError && e.param === "until");
   });
 });
