@@ -45,6 +45,17 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 const PUBLIC_ROUTES = new Set(["/health"]);
 const ADMIN_PREFIX = "/admin/";
 
+/**
+ * Auth is decided by the route the router matched, never by the raw URL: the router
+ * decodes the path (`/%61dmin/…` matches `/admin/…`), so a raw-URL check could be
+ * walked around. Unmatched URLs take an API key and then get their 404.
+ */
+function routeKind(route: string | undefined): "public" | "admin" | "api" {
+  if (route !== undefined && PUBLIC_ROUTES.has(route)) return "public";
+  if (route?.startsWith(ADMIN_PREFIX) === true) return "admin";
+  return "api";
+}
+
 export function buildServer(options: ServerOptions): FastifyInstance {
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   const app = Fastify({
@@ -75,10 +86,9 @@ export function buildServer(options: ServerOptions): FastifyInstance {
 
   app.addHook("onRequest", async (request, reply) => {
     void reply.header("x-request-id", request.id);
-    const route = request.routeOptions.url ?? "";
-    if (PUBLIC_ROUTES.has(route)) return;
-    if (request.url.startsWith(ADMIN_PREFIX)) admin.authenticate(request.headers.authorization);
-    else request.principal = await options.access.authenticate(request.headers.authorization);
+    const kind = routeKind(request.routeOptions.url);
+    if (kind === "admin") admin.authenticate(request.headers.authorization);
+    else if (kind === "api") request.principal = await options.access.authenticate(request.headers.authorization);
   });
   app.addHook("onResponse", async (request, reply) => {
     if (request.accounted) return;
