@@ -68,8 +68,13 @@ export class RequestAccounting {
 
   /** Refused (4xx, 429, 503) or failed (5xx) — before or during generation. */
   failed(error: ApiError): void {
-    this.#status = error.status;
-    this.#outcome = error.status >= 500 && error.status !== 503 ? "failed" : "rejected";
+    this.answered(error.status);
+  }
+
+  /** Answered with an error status; 5xx other than 503 is the server's failure. */
+  answered(status: number): void {
+    this.#status = status;
+    this.#outcome = status >= 500 && status !== 503 ? "failed" : "rejected";
   }
 
   /** In-stream failure after the 200 was sent. */

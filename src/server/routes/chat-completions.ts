@@ -66,8 +66,16 @@ export function registerChatCompletionRoutes(app: FastifyInstance, options: Chat
       await accounting.finish();
     }
   };
-  app.post("/v1/chat/completions", handler);
-  app.post("/model/api/v1/chat/completions", handler);
+  // A body refused while it is parsed (400 bad JSON, 413, 415) never reaches the handler;
+  // once the caller is authenticated it still leaves its ledger row, before the error is sent.
+  const onSend = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (request.accounted || request.principal === null) return;
+    const accounting = new RequestAccounting(request, options.access);
+    accounting.answered(reply.statusCode);
+    await accounting.finish();
+  };
+  app.post("/v1/chat/completions", { onSend }, handler);
+  app.post("/model/api/v1/chat/completions", { onSend }, handler);
 }
 
 async function serveChatCompletion(
@@ -79,8 +87,8 @@ async function serveChatCompletion(
   const body = parseChatRequest(request.body, options.ranges);
   const principal = request.principal ?? { key: null };
   const backend = options.registry.resolve(body.model);
-  options.access.checkModel(principal, body.model);
   accounting.model = body.model;
+  options.access.checkModel(principal, body.model);
   const admitted = await options.access.admit(principal, body.maxTokens, request.id);
   accounting.lease = admitted.lease;
   void reply.headers(admitted.headers);
