@@ -7,15 +7,27 @@ export function table(headers: readonly string[], rows: ReadonlyArray<readonly s
   return [line(headers), ...rows.map(line)].join("\n");
 }
 
-/** Turns an API field name into the flag that sets it: `max_concurrent` → `--max-concurrent`. */
-function flagFor(param: string): string {
-  return `--${param.replace(/_at$/, "").replace(/_/g, "-")}`;
-}
+/** API field names as the CLI's flags spell them. */
+const FLAGS: Record<string, string> = {
+  name: "--name",
+  models: "--models",
+  rpm: "--rpm",
+  tpm: "--tpm",
+  max_concurrent: "--max-concurrent",
+  budget_tokens: "--budget-tokens",
+  budget_period: "--budget-period",
+  expires_at: "--expires",
+  since: "--since",
+  until: "--until",
+  by: "--by",
+};
 
-/** Prints `parley: <message>` and exits 1; ApiErrors name the flag at fault. */
+/** Prints `parley: <message>` and exits 1; field names in the message become the flags that set them. */
 export function fail(error: unknown): never {
   let message = error instanceof Error ? error.message : String(error);
-  if (error instanceof ApiError && error.param !== null) message = message.replace(`'${error.param}'`, flagFor(error.param));
+  if (error instanceof ApiError) {
+    message = message.replace(/'(models)\[\d+\]'|'([a-z_]+)'/g, (quoted: string, list: string | undefined, field: string | undefined) => FLAGS[list ?? field ?? ""] ?? quoted);
+  }
   process.stderr.write(`parley: ${message}\n`);
   process.exit(1);
 }

@@ -2,7 +2,7 @@
 import type { Command } from "commander";
 import { openStore } from "../access/open-store.js";
 import type { AccessStore } from "../access/store.js";
-import { parseUsageQuery } from "../access/usage-query.js";
+import { parseUsageQuery, usageView } from "../access/usage-query.js";
 import { buildAccessConfig, type AccessFlags } from "../config/access-config.js";
 import { fail, table } from "./output.js";
 
@@ -48,7 +48,7 @@ export function registerUsageCommand(program: Command): void {
                   String(bucket.totalTokens),
                 ]),
               );
-        process.stdout.write(`${flags.json === true ? JSON.stringify(buckets, null, 2) : text}\n`);
+        process.stdout.write(`${flags.json === true ? JSON.stringify(buckets.map(usageView), null, 2) : text}\n`);
         await store.close();
       } catch (error) {
         await store?.close().catch(() => undefined);

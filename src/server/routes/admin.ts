@@ -6,7 +6,7 @@ import type { FastifyInstance } from "fastify";
 import type { AccessControl } from "../../access/access-control.js";
 import { KeyService } from "../../access/key-service.js";
 import { keyView, parseKeySpec } from "../../access/key-spec.js";
-import { parseUsageQuery } from "../../access/usage-query.js";
+import { parseUsageQuery, usageView } from "../../access/usage-query.js";
 import { ApiError } from "../../protocol/errors.js";
 
 type IdParams = { Params: { id: string } };
@@ -49,14 +49,7 @@ export function registerAdminRoutes(app: FastifyInstance, access: AccessControl)
     return {
       object: "list",
       group_by: usage.groupBy,
-      data: buckets.map((bucket) => ({
-        group: bucket.group,
-        requests: bucket.requests,
-        prompt_tokens: bucket.promptTokens,
-        completion_tokens: bucket.completionTokens,
-        cached_tokens: bucket.cachedTokens,
-        total_tokens: bucket.totalTokens,
-      })),
+      data: buckets.map(usageView),
     };
   });
 }
