@@ -4,9 +4,9 @@
 #
 #   scripts/with-services.sh node --test ...
 #
-# Missing servers are installed from Debian's packages when running as root
-# (postgresql, redis-server). Where they cannot be had, the command still runs without the
-# variables, and the suites that need them say so and skip.
+# Missing servers, and Debian's chromium for the browser tests, are installed from
+# Debian's packages when running as root (postgresql, redis-server, chromium). Where they
+# cannot be had, the command still runs, and the suites that need them say so and skip.
 set -uo pipefail
 
 log() { printf 'with-services: %s\n' "$*" >&2; }
@@ -17,6 +17,7 @@ install_missing() {
   local packages=()
   [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || packages+=(postgresql)
   command -v redis-server >/dev/null || packages+=(redis-server)
+  [ -x /usr/bin/chromium ] || packages+=(chromium)
   [ ${#packages[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     log "missing ${packages[*]} and cannot install them (not root, or no apt-get)"

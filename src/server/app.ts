@@ -13,8 +13,10 @@ import { AdminAuthenticator } from "./admin-auth.js";
 import { registerErrorHandling } from "./error-handler.js";
 import { registerAdminRoutes } from "./routes/admin.js";
 import { registerChatCompletionRoutes } from "./routes/chat-completions.js";
+import { registerDashboardRoutes } from "./routes/dashboard.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerModelRoutes } from "./routes/models.js";
+import { registerWebRoutes, WEB_PUBLIC_ROUTES } from "./routes/web.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -41,8 +43,11 @@ export interface ServerOptions {
 
 export const DEFAULT_BODY_LIMIT = 1024 * 1024;
 
-/** Routes that need no key: health checks. Admin routes take the admin token instead. */
-const PUBLIC_ROUTES = new Set(["/health"]);
+/**
+ * Routes that need no key: health checks, and the web pages and their assets (their
+ * scripts send the key or admin token the user types). Admin routes take the admin token.
+ */
+const PUBLIC_ROUTES = new Set(["/health", ...WEB_PUBLIC_ROUTES]);
 const ADMIN_PREFIX = "/admin/";
 
 /**
@@ -103,5 +108,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   registerModelRoutes(app, options.registry);
   registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access });
   registerAdminRoutes(app, options.access);
+  registerDashboardRoutes(app, { registry: options.registry, access: options.access });
+  registerWebRoutes(app, { ranges: options.ranges });
   return app;
 }
