@@ -16,6 +16,7 @@ import { buildServeConfig, ConfigError, isLoopbackHost, type ServeConfig, type S
 import { DEFAULT_MODEL_URI, defaultModelName, ModelSourceError, resolveModelSource } from "../models/resolve-model.js";
 import { synthesizeModel } from "../models/synthesize.js";
 import { buildServer } from "../server/app.js";
+import { InFlight } from "../server/in-flight.js";
 
 /** The model served when the default model cannot be downloaded; its name says what it is. */
 export const DEMO_MODEL_NAME = "parley-demo-random-weights";
@@ -42,6 +43,7 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
+    .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")
     .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")
     .action(async (flags: ServeFlags) => {
       let config: ServeConfig;
@@ -132,9 +134,11 @@ export async function serve(config: ServeConfig): Promise<void> {
   const registry = new ModelRegistry();
   registry.add(backend, aliases);
 
+  const inFlight = new InFlight();
   const app = buildServer({
     registry,
     access,
+    inFlight,
     adminToken: config.adminToken,
     ranges: config.ranges,
     bodyLimit: config.bodyLimit,
@@ -143,11 +147,15 @@ export async function serve(config: ServeConfig): Promise<void> {
   const address = await app.listen({ host: config.host, port: config.port });
   log.info({ address, models: model.names }, `Parley listening on ${address}`);
 
+  // Shutdown reads like the engine's own lifetimes: stop taking requests (503, /ready 503),
+  // drain those in flight up to the deadline, stop the rest cleanly, then close and dispose.
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, "shutting down");
+    log.info({ signal, inFlight: inFlight.size, drainTimeoutMs: config.drainTimeoutMs }, "draining");
+    const drained = await inFlight.drain(config.drainTimeoutMs);
+    log.info(drained, "drained; shutting down");
     await app.close();
     await registry.dispose();
     await access.close();

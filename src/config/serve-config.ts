@@ -27,6 +27,8 @@ export interface ServeConfig {
   readonly model: LocalModelConfig;
   readonly cacheDir: string;
   readonly logLevel: string;
+  /** On SIGTERM, how long in-flight requests may run on before they are stopped. Defaults to 30 s. */
+  readonly drainTimeoutMs: number;
   readonly access: AccessConfig;
   /** Bearer token of the admin API; undefined disables it. */
   readonly adminToken: string | undefined;
@@ -39,6 +41,7 @@ export class ConfigError extends Error {
 /** Raw values as commander hands them over. */
 export interface ServeFlags extends AccessFlags {
   adminToken?: string;
+  drainTimeout?: string;
   model?: string;
   modelName?: string[];
   host?: string;
@@ -127,6 +130,7 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     },
     cacheDir: flags.cacheDir ?? defaultCacheDir(env),
     logLevel,
+    drainTimeoutMs: (integer("--drain-timeout", flags.drainTimeout, 0, 3600) ?? 30) * 1000,
     access: buildAccessConfig(flags, env),
     adminToken: adminToken(flags.adminToken ?? env.PARLEY_ADMIN_TOKEN),
   };

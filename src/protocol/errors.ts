@@ -43,6 +43,7 @@ export const ERROR_CODES = {
   server_overloaded: { status: 503, type: "overloaded_error", retryAfterSeconds: 1 },
   model_loading: { status: 503, type: "overloaded_error", retryAfterSeconds: 5 },
   model_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 30 },
+  server_shutting_down: { status: 503, type: "overloaded_error", retryAfterSeconds: 1 },
   storage_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 5 },
   generation_failed: { status: 500, type: "server_error" },
   internal_error: { status: 500, type: "server_error" },

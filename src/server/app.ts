@@ -11,6 +11,7 @@ import { acceptRequestId } from "../protocol/ids.js";
 import type { ParameterRanges } from "../protocol/parameters.js";
 import { AdminAuthenticator } from "./admin-auth.js";
 import { registerErrorHandling } from "./error-handler.js";
+import { InFlight } from "./in-flight.js";
 import { registerAdminRoutes } from "./routes/admin.js";
 import { registerChatCompletionRoutes } from "./routes/chat-completions.js";
 import { registerDashboardRoutes } from "./routes/dashboard.js";
@@ -33,6 +34,8 @@ export interface ServerOptions {
   readonly ranges: ParameterRanges;
   /** The admin API's bearer token; without one the admin API answers 403. */
   readonly adminToken?: string | undefined;
+  /** Requests in flight, drained on shutdown by the caller. Defaults to a fresh one. */
+  readonly inFlight?: InFlight;
   /** Largest accepted request body in bytes. Defaults to 1 MiB. */
   readonly bodyLimit?: number;
   /** A pino logger config, or false for none. Defaults to info-level JSON lines. */
@@ -47,7 +50,7 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * Routes that need no key: health checks, and the web pages and their assets (their
  * scripts send the key or admin token the user types). Admin routes take the admin token.
  */
-const PUBLIC_ROUTES = new Set(["/health", ...WEB_PUBLIC_ROUTES]);
+const PUBLIC_ROUTES = new Set(["/health", "/ready", ...WEB_PUBLIC_ROUTES]);
 const ADMIN_PREFIX = "/admin/";
 
 /**
@@ -104,9 +107,10 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   });
 
   registerErrorHandling(app, bodyLimit);
-  registerHealthRoutes(app, options.registry);
   registerModelRoutes(app, options.registry);
-  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access });
+  const inFlight = options.inFlight ?? new InFlight();
+  registerHealthRoutes(app, options.registry, inFlight);
+  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access, inFlight });
   registerAdminRoutes(app, options.access);
   registerDashboardRoutes(app, { registry: options.registry, access: options.access });
   registerWebRoutes(app, { ranges: options.ranges });

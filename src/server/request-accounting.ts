@@ -77,6 +77,12 @@ export class RequestAccounting {
     this.#outcome = status >= 500 && status !== 503 ? "failed" : "rejected";
   }
 
+  /** Cut short by the server at the shutdown drain deadline (`status` as answered). */
+  stopped(status: number): void {
+    this.#outcome = "stopped";
+    this.#status = status;
+  }
+
   /** In-stream failure after the 200 was sent. */
   failedMidStream(): void {
     this.#outcome = "failed";

@@ -13,6 +13,7 @@ import { LocalBackend, type LocalModelOptions } from "../../src/backends/local/l
 import { ModelRegistry } from "../../src/backends/registry.js";
 import { SEED_RANGES, type ParameterRanges } from "../../src/protocol/parameters.js";
 import { buildServer } from "../../src/server/app.js";
+import { InFlight } from "../../src/server/in-flight.js";
 
 let llama: Promise<Llama> | undefined;
 
@@ -54,6 +55,7 @@ export interface RunningParley {
   readonly url: string;
   readonly backend: LocalBackend;
   readonly access: AccessControl;
+  readonly inFlight: InFlight;
   close(): Promise<void>;
 }
 
@@ -70,9 +72,11 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
   const registry = new ModelRegistry();
   registry.add(backend, options.aliases ?? []);
   const { access, close: closeAccess } = await openTestAccess(options.apiKeys ?? [], options.accessConfig);
+  const inFlight = new InFlight();
   const app = buildServer({
     registry,
     access,
+    inFlight,
     ...(options.adminToken !== undefined ? { adminToken: options.adminToken } : {}),
     ranges: options.ranges ?? SEED_RANGES,
     ...(options.bodyLimit !== undefined ? { bodyLimit: options.bodyLimit } : {}),
@@ -83,6 +87,7 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
     url,
     backend,
     access,
+    inFlight,
     close: async () => {
       await app.close();
       await registry.dispose();

@@ -21,6 +21,7 @@ import {
 import { ApiError, toApiError } from "../../protocol/errors.js";
 import { newCompletionId } from "../../protocol/ids.js";
 import type { ParameterRanges } from "../../protocol/parameters.js";
+import type { InFlight, InFlightRequest } from "../in-flight.js";
 import { RequestAccounting } from "../request-accounting.js";
 import { SseWriter } from "../sse.js";
 
@@ -28,7 +29,10 @@ export interface ChatRouteOptions {
   readonly registry: ModelRegistry;
   readonly ranges: ParameterRanges;
   readonly access: AccessControl;
+  readonly inFlight: InFlight;
 }
+
+const SHUTDOWN_MESSAGE = "The server is shutting down: this response was cut short at the drain deadline.";
 
 function toGenerationRequest(request: ChatRequest): GenerationRequest {
   return {
@@ -55,15 +59,19 @@ function abortOnDisconnect(reply: FastifyReply): AbortController {
 export function registerChatCompletionRoutes(app: FastifyInstance, options: ChatRouteOptions): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const accounting = new RequestAccounting(request, options.access);
+    let flight: InFlightRequest | undefined;
     try {
-      await serveChatCompletion(request, reply, options, accounting);
+      flight = options.inFlight.begin();
+      await serveChatCompletion(request, reply, options, accounting, flight.signal);
     } catch (error) {
       const apiError = toApiError(error);
-      accounting.failed(apiError);
+      if (accounting.outcome === "stopped") accounting.stopped(apiError.status);
+      else accounting.failed(apiError);
       if (!(error instanceof ApiError)) request.log.error({ err: error }, "chat completion failed");
       throw apiError;
     } finally {
       await accounting.finish();
+      flight?.end(); // after the ledger row, so a drain waits for it
     }
   };
   // A body refused while it is parsed (400 bad JSON, 413, 415) never reaches the handler;
@@ -83,6 +91,7 @@ async function serveChatCompletion(
   reply: FastifyReply,
   options: ChatRouteOptions,
   accounting: RequestAccounting,
+  shutdown: AbortSignal,
 ): Promise<void> {
   const body = parseChatRequest(request.body, options.ranges);
   const principal = request.principal ?? { key: null };
@@ -97,11 +106,16 @@ async function serveChatCompletion(
   try {
     const prepared = await backend.prepare(toGenerationRequest(body));
     accounting.tokens = { promptTokens: prepared.promptTokens, completionTokens: 0, cachedTokens: 0 };
-    const generation = await admission.start(prepared, disconnect.signal);
+    const generation = await admission.start(prepared, AbortSignal.any([disconnect.signal, shutdown]));
     try {
       const identity: CompletionIdentity = { id: newCompletionId(), created: Math.floor(Date.now() / 1000), model: body.model };
       if (body.stream) await streamCompletion(reply, request.id, identity, body, generation, accounting, admitted.headers);
       else await sendCompletion(reply, identity, generation, accounting);
+      if (shutdown.aborted && !disconnect.signal.aborted && accounting.outcome === "completed" && !reply.sent) {
+        // Stopped at the drain deadline before a non-streamed answer was ready.
+        accounting.stopped(503);
+        throw new ApiError("server_shutting_down", SHUTDOWN_MESSAGE);
+      }
     } finally {
       if (accounting.outcome !== "completed" || disconnect.signal.aborted) accounting.tokens = generation.usage();
       await generation.close();
@@ -111,6 +125,10 @@ async function serveChatCompletion(
     if (disconnect.signal.aborted) {
       accounting.abandoned();
       return;
+    }
+    if (shutdown.aborted && accounting.outcome === "completed") {
+      accounting.stopped(503);
+      throw new ApiError("server_shutting_down", SHUTDOWN_MESSAGE);
     }
     throw error;
   } finally {
@@ -171,6 +189,13 @@ async function streamCompletion(
       }
       if (!sse.open) return;
       next = await iterator.next();
+    }
+    if (sse.open) {
+      // The generation ended without a finish event while the client is still here: the
+      // server stopped it (shutdown deadline).
+      accounting.stopped(200);
+      await sse.send(new ApiError("server_shutting_down", SHUTDOWN_MESSAGE).toBody());
+      await sse.done();
     }
   } catch (error) {
     // After the first byte the status is sent: report the failure in-stream, then end it.
