@@ -11,7 +11,10 @@ import { acceptRequestId } from "../protocol/ids.js";
 import type { ParameterRanges } from "../protocol/parameters.js";
 import { AdminAuthenticator } from "./admin-auth.js";
 import { registerErrorHandling } from "./error-handler.js";
+import { Metrics } from "../telemetry/metrics.js";
 import { InFlight } from "./in-flight.js";
+import { LiveLoad } from "./live-load.js";
+import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerAdminRoutes } from "./routes/admin.js";
 import { registerChatCompletionRoutes } from "./routes/chat-completions.js";
 import { registerDashboardRoutes } from "./routes/dashboard.js";
@@ -50,7 +53,7 @@ export const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * Routes that need no key: health checks, and the web pages and their assets (their
  * scripts send the key or admin token the user types). Admin routes take the admin token.
  */
-const PUBLIC_ROUTES = new Set(["/health", "/ready", ...WEB_PUBLIC_ROUTES]);
+const PUBLIC_ROUTES = new Set(["/health", "/ready", "/metrics", ...WEB_PUBLIC_ROUTES]);
 const ADMIN_PREFIX = "/admin/";
 
 /**
@@ -98,8 +101,12 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     if (kind === "admin") admin.authenticate(request.headers.authorization);
     else if (kind === "api") request.principal = await options.access.authenticate(request.headers.authorization);
   });
+  const inFlight = options.inFlight ?? new InFlight();
+  const live = new LiveLoad(options.registry);
+  const metrics = new Metrics(() => live.snapshot(), () => inFlight.size);
   app.addHook("onResponse", async (request, reply) => {
     if (request.accounted) return;
+    metrics.observeRequest(request.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime);
     request.log.info(
       { method: request.method, route: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) },
       "request",
@@ -108,9 +115,9 @@ export function buildServer(options: ServerOptions): FastifyInstance {
 
   registerErrorHandling(app, bodyLimit);
   registerModelRoutes(app, options.registry);
-  const inFlight = options.inFlight ?? new InFlight();
   registerHealthRoutes(app, options.registry, inFlight);
-  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access, inFlight });
+  registerMetricsRoute(app, metrics);
+  registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access, inFlight, metrics });
   registerAdminRoutes(app, options.access);
   registerDashboardRoutes(app, { registry: options.registry, access: options.access });
   registerWebRoutes(app, { ranges: options.ranges });

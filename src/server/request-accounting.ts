@@ -10,6 +10,7 @@ import type { AccessControl } from "../access/access-control.js";
 import type { LimitLease } from "../access/limiter.js";
 import type { LedgerOutcome, LedgerRow } from "../access/types.js";
 import type { ApiError } from "../protocol/errors.js";
+import type { Metrics } from "../telemetry/metrics.js";
 
 export interface Tokens {
   readonly promptTokens: number;
@@ -22,6 +23,7 @@ const NO_TOKENS: Tokens = { promptTokens: 0, completionTokens: 0, cachedTokens: 
 export class RequestAccounting {
   readonly #request: FastifyRequest;
   readonly #access: AccessControl;
+  readonly #metrics: Metrics;
   readonly #createdAt = new Date();
   readonly #started = performance.now();
   #model: string | null = null;
@@ -30,12 +32,14 @@ export class RequestAccounting {
   #finishReason: string | null = null;
   #tokens: Tokens = NO_TOKENS;
   #timeToFirstTokenMs: number | null = null;
+  #lastDeltaAt: number | null = null;
   #lease: LimitLease | null = null;
   #finished: Promise<void> | undefined;
 
-  constructor(request: FastifyRequest, access: AccessControl) {
+  constructor(request: FastifyRequest, access: AccessControl, metrics: Metrics) {
     this.#request = request;
     this.#access = access;
+    this.#metrics = metrics;
   }
 
   set model(model: string) {
@@ -46,8 +50,12 @@ export class RequestAccounting {
     this.#lease = lease;
   }
 
-  markFirstToken(): void {
-    this.#timeToFirstTokenMs ??= Math.round(performance.now() - this.#started);
+  /** A piece of generated text went out: the first sets time to first token, the rest inter-token latency. */
+  markDelta(): void {
+    const now = performance.now();
+    if (this.#lastDeltaAt === null) this.#timeToFirstTokenMs = Math.round(now - this.#started);
+    else this.#metrics.observeInterToken(this.#model ?? "", (now - this.#lastDeltaAt) / 1000);
+    this.#lastDeltaAt = now;
   }
 
   /** Tokens consumed so far (prompt as evaluated, completion as generated). */
@@ -126,6 +134,7 @@ export class RequestAccounting {
     } catch (error) {
       this.#request.log.error({ err: error }, "rate-limit settlement failed");
     }
+    this.#metrics.observeChat({ route: this.#request.routeOptions.url ?? this.#request.url, ...row });
     const { requestId: _id, createdAt: _at, ...fields } = row;
     this.#request.log.info({ route: this.#request.url, ...fields }, "chat completion");
   }

@@ -21,6 +21,7 @@ import {
 import { ApiError, toApiError } from "../../protocol/errors.js";
 import { newCompletionId } from "../../protocol/ids.js";
 import type { ParameterRanges } from "../../protocol/parameters.js";
+import type { Metrics } from "../../telemetry/metrics.js";
 import type { InFlight, InFlightRequest } from "../in-flight.js";
 import { RequestAccounting } from "../request-accounting.js";
 import { SseWriter } from "../sse.js";
@@ -30,6 +31,7 @@ export interface ChatRouteOptions {
   readonly ranges: ParameterRanges;
   readonly access: AccessControl;
   readonly inFlight: InFlight;
+  readonly metrics: Metrics;
 }
 
 const SHUTDOWN_MESSAGE = "The server is shutting down: this response was cut short at the drain deadline.";
@@ -58,7 +60,7 @@ function abortOnDisconnect(reply: FastifyReply): AbortController {
 
 export function registerChatCompletionRoutes(app: FastifyInstance, options: ChatRouteOptions): void {
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const accounting = new RequestAccounting(request, options.access);
+    const accounting = new RequestAccounting(request, options.access, options.metrics);
     let flight: InFlightRequest | undefined;
     try {
       flight = options.inFlight.begin();
@@ -78,7 +80,7 @@ export function registerChatCompletionRoutes(app: FastifyInstance, options: Chat
   // once the caller is authenticated it still leaves its ledger row, before the error is sent.
   const onSend = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (request.accounted || request.principal === null) return;
-    const accounting = new RequestAccounting(request, options.access);
+    const accounting = new RequestAccounting(request, options.access, options.metrics);
     accounting.answered(reply.statusCode);
     await accounting.finish();
   };
@@ -145,7 +147,7 @@ async function sendCompletion(
   let content = "";
   for await (const event of generation) {
     if (event.type === "delta") {
-      accounting.markFirstToken();
+      accounting.markDelta();
       content += event.text;
       continue;
     }
@@ -177,7 +179,7 @@ async function streamCompletion(
     while (next.done !== true) {
       const event = next.value;
       if (event.type === "delta") {
-        accounting.markFirstToken();
+        accounting.markDelta();
         await sse.send(buildContentChunk(identity, event.text));
       } else {
         accounting.completed(event.finishReason, event);
