@@ -63,3 +63,11 @@ test("a newcomer does not overtake waiters when a slot frees", async () => {
   queue.release("s");
   assert.equal(await second, "s");
 });
+
+test("when several slots are free, the chooser picks which", async () => {
+  const queue = new SlotQueue(["a", "b", "c"], 0);
+  queue.tryReserve();
+  assert.equal(await queue.acquire(never, (free) => free.indexOf("b")), "b");
+  queue.tryReserve();
+  assert.equal(await queue.acquire(never), "c", "without a chooser: the most recently released");
+});

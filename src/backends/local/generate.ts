@@ -21,7 +21,7 @@ export interface GenerationInput {
   readonly usage?: { cachedTokens: number; completionTokens: number };
 }
 
-function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
+export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
   const limit = Math.min(a.length, b.length);
   let index = 0;
   while (index < limit && a[index] === b[index]) index += 1;

@@ -14,7 +14,7 @@ import {
 } from "node-llama-cpp";
 import { ApiError } from "../../protocol/errors.js";
 import type { Admission, Backend, BackendState, Generation, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
-import { generate } from "./generate.js";
+import { commonPrefixLength, generate } from "./generate.js";
 import { renderPrompt } from "./render-prompt.js";
 import { SlotQueue } from "./slot-queue.js";
 import { defaultThreads } from "./threads.js";
@@ -44,6 +44,8 @@ interface Loaded {
   readonly context: LlamaContext;
   readonly chatWrapper: ChatWrapper;
   readonly queue: SlotQueue<LlamaContextSequence>;
+  /** When each sequence last started a generation, for least-recently-used choices. */
+  readonly lastUsed: Map<LlamaContextSequence, number>;
 }
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
@@ -98,7 +100,7 @@ export class LocalBackend implements Backend {
       const context = await model.createContext({ contextSize, sequences: parallel, threads });
       const sequences = Array.from({ length: parallel }, () => context.getSequence());
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
-      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue };
+      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map() };
       this.#state = this.#state === "disposed" ? "disposed" : "ready";
     } catch (error) {
       this.#failure = error instanceof Error ? error.message : String(error);
@@ -115,11 +117,12 @@ export class LocalBackend implements Backend {
     let open = true;
     return {
       start: async (prepared, signal) => {
-        const slot = await loaded.queue.acquire(signal).catch(() => {
+        const prompt = prepared as LocalPrompt;
+        const slot = await loaded.queue.acquire(signal, (free) => this.#closestSequence(loaded, free, prompt.tokens)).catch(() => {
           throw new ApiError("server_overloaded", "The request was abandoned while waiting for the model.");
         });
         open = false;
-        return this.#run(loaded, slot, prepared as LocalPrompt, signal);
+        return this.#run(loaded, slot, prompt, signal);
       },
       release: () => {
         if (open) loaded.queue.cancelReservation();
@@ -148,7 +151,30 @@ export class LocalBackend implements Backend {
     return prepared;
   }
 
+  /**
+   * Prefix affinity: of the free sequences, the one whose KV cache already holds the
+   * longest prefix of this prompt (a multi-turn chat's earlier turns, a shared system
+   * prompt). A match covering less than half the prompt (say, only the chat template's
+   * opening) is not worth a cache someone else may return to: then the least recently
+   * used sequence is taken instead.
+   */
+  #closestSequence(loaded: Loaded, free: readonly LlamaContextSequence[], tokens: readonly Token[]): number {
+    let longest = 0;
+    let longestShared = -1;
+    let leastRecent = 0;
+    free.forEach((sequence, index) => {
+      const shared = commonPrefixLength(sequence.contextTokens, tokens);
+      if (shared > longestShared) {
+        longest = index;
+        longestShared = shared;
+      }
+      if ((loaded.lastUsed.get(sequence) ?? 0) < (loaded.lastUsed.get(free[leastRecent] as LlamaContextSequence) ?? 0)) leastRecent = index;
+    });
+    return longestShared * 2 >= tokens.length ? longest : leastRecent;
+  }
+
   #run(loaded: Loaded, sequence: LlamaContextSequence, prompt: LocalPrompt, signal: AbortSignal): Generation {
+    loaded.lastUsed.set(sequence, performance.now());
     const usage = { cachedTokens: 0, completionTokens: 0 };
     const input = {
       usage,

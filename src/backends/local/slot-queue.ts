@@ -37,13 +37,18 @@ export class SlotQueue<Slot> {
   }
 
   /**
-   * Waits for a slot in arrival order. On abort the waiter leaves the queue and the
-   * promise rejects with the signal's reason; the reservation stays for the caller to cancel.
+   * Waits for a slot in arrival order. When several are free, `choose` picks one (by
+   * index into the free slots; defaults to the most recently released). On abort the
+   * waiter leaves the queue and the promise rejects with the signal's reason; the
+   * reservation stays for the caller to cancel.
    */
-  acquire(signal: AbortSignal): Promise<Slot> {
+  acquire(signal: AbortSignal, choose?: (free: readonly Slot[]) => number): Promise<Slot> {
     if (signal.aborted) return Promise.reject(signal.reason);
-    const slot = this.#waiters.length === 0 ? this.#free.pop() : undefined;
-    if (slot !== undefined) return Promise.resolve(slot);
+    if (this.#waiters.length === 0 && this.#free.length > 0) {
+      const index = choose === undefined ? this.#free.length - 1 : choose(this.#free);
+      const [slot] = this.#free.splice(Math.min(Math.max(index, 0), this.#free.length - 1), 1);
+      if (slot !== undefined) return Promise.resolve(slot);
+    }
     return new Promise<Slot>((resolve, reject) => {
       const waiter = {
         resolve: (acquired: Slot) => {
