@@ -77,9 +77,10 @@ export interface Backend {
   activity(): { readonly running: number; readonly waiting: number };
   /**
    * Stage 5: reserve a place, or throw an `ApiError` (503 `model_loading`,
-   * `model_unavailable` or `server_overloaded`, each with `Retry-After`).
+   * `model_unavailable` or `server_overloaded`, each with `Retry-After`). `owner` (the
+   * API key's id) makes waiting fair across keys; requests without one share "".
    */
-  admit(): Admission;
+  admit(owner?: string): Admission;
   /** Stage 6: render the chat template, count tokens, check the context window (400). */
   prepare(request: GenerationRequest): Promise<PreparedPrompt>;
   /** Frees the model; idempotent. */

@@ -36,6 +36,7 @@ export function registerServeCommand(program: Command): void {
     .option("-c, --context-size <n>", "tokens per sequence, prompt plus completion (default 4096)")
     .option("--parallel <n>", "requests decoded together (default 1)")
     .option("--queue-size <n>", "requests that may wait beyond those running (default 16 per parallel slot)")
+    .option("--queue-timeout <seconds>", "how long a request may wait for the engine before a 503 (default 120)")
     .option("--body-limit <bytes>", "largest request body (default 1048576)")
     .option("--range <name=min:max>", "accepted range of a sampling parameter, e.g. temperature=0:2 (repeatable)", collect)
     .option("--cache-dir <dir>", "where downloaded and demo models are kept (default $PARLEY_HOME/models or ~/.cache/parley/models)")
@@ -130,6 +131,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     contextSize: config.model.contextSize,
     parallel: config.model.parallel,
     queueSize: config.model.queueSize,
+    queueTimeoutMs: config.model.queueTimeoutMs,
   });
   const registry = new ModelRegistry();
   registry.add(backend, aliases);

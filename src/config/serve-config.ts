@@ -16,6 +16,7 @@ export interface LocalModelConfig {
   readonly contextSize: number | undefined;
   readonly parallel: number;
   readonly queueSize: number | undefined;
+  readonly queueTimeoutMs: number | undefined;
 }
 
 export interface ServeConfig {
@@ -51,6 +52,7 @@ export interface ServeFlags extends AccessFlags {
   contextSize?: string;
   parallel?: string;
   queueSize?: string;
+  queueTimeout?: string;
   bodyLimit?: string;
   range?: string[];
   cacheDir?: string;
@@ -127,6 +129,7 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
       contextSize: integer("--context-size", flags.contextSize, 64, 1 << 24),
       parallel: integer("--parallel", flags.parallel, 1, 256) ?? 1,
       queueSize: integer("--queue-size", flags.queueSize, 0, 1_000_000),
+      queueTimeoutMs: flags.queueTimeout === undefined ? undefined : (integer("--queue-timeout", flags.queueTimeout, 1, 86_400) ?? 0) * 1000,
     },
     cacheDir: flags.cacheDir ?? defaultCacheDir(env),
     logLevel,

@@ -67,6 +67,7 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
     contextSize: options.contextSize,
     parallel: options.parallel,
     queueSize: options.queueSize,
+    queueTimeoutMs: options.queueTimeoutMs,
   });
   await backend.load();
   const registry = new ModelRegistry();

@@ -71,3 +71,21 @@ test("when several slots are free, the chooser picks which", async () => {
   queue.tryReserve();
   assert.equal(await queue.acquire(never), "c", "without a chooser: the most recently released");
 });
+
+test("a freed slot goes to the owner served longest ago, first in first out within an owner", async () => {
+  const queue = new SlotQueue(["s"], 8);
+  queue.tryReserve();
+  const held = await queue.acquire(never, undefined, "alice");
+  const order: string[] = [];
+  const wait = (name: string, owner: string) => {
+    queue.tryReserve();
+    return queue.acquire(never, undefined, owner).then((slot) => {
+      order.push(name);
+      queue.release(slot);
+    });
+  };
+  const all = [wait("a1", "alice"), wait("a2", "alice"), wait("b1", "bob"), wait("a3", "alice"), wait("c1", "carol")];
+  queue.release(held);
+  await Promise.all(all);
+  assert.deepEqual(order, ["b1", "c1", "a1", "a2", "a3"]);
+});

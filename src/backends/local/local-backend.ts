@@ -31,7 +31,11 @@ export interface LocalModelOptions {
   readonly queueSize?: number | undefined;
   /** Engine threads. Defaults to the measured rule in `threads.ts`. */
   readonly threads?: number | undefined;
+  /** How long a request may wait for a sequence before a 503. Defaults to 120 s. */
+  readonly queueTimeoutMs?: number | undefined;
 }
+
+export const DEFAULT_QUEUE_TIMEOUT_MS = 120_000;
 
 interface LocalPrompt extends PreparedPrompt {
   readonly request: GenerationRequest;
@@ -109,7 +113,7 @@ export class LocalBackend implements Backend {
     }
   }
 
-  admit(): Admission {
+  admit(owner = ""): Admission {
     const loaded = this.#ready();
     if (!loaded.queue.tryReserve()) {
       throw new ApiError("server_overloaded", `Model '${this.info.id}' is at capacity: too many requests are waiting. Retry shortly.`);
@@ -118,7 +122,13 @@ export class LocalBackend implements Backend {
     return {
       start: async (prepared, signal) => {
         const prompt = prepared as LocalPrompt;
-        const slot = await loaded.queue.acquire(signal, (free) => this.#closestSequence(loaded, free, prompt.tokens)).catch(() => {
+        const timeoutMs = this.#options.queueTimeoutMs ?? DEFAULT_QUEUE_TIMEOUT_MS;
+        const timeout = AbortSignal.timeout(timeoutMs);
+        const choose = (free: readonly LlamaContextSequence[]): number => this.#closestSequence(loaded, free, prompt.tokens);
+        const slot = await loaded.queue.acquire(AbortSignal.any([signal, timeout]), choose, owner).catch(() => {
+          if (timeout.aborted && !signal.aborted) {
+            throw new ApiError("server_overloaded", `Model '${this.info.id}' is busy: the request waited ${timeoutMs / 1000} s for it. Retry shortly.`);
+          }
           throw new ApiError("server_overloaded", "The request was abandoned while waiting for the model.");
         });
         open = false;

@@ -1,13 +1,25 @@
 /**
- * A fixed set of slots (the engine's sequences) behind a bounded first-in-first-out
- * queue. Admission reserves capacity up front, so a request that will not fit is
- * refused (503) before any work is done; a waiter that gives up leaves the queue at once.
+ * A fixed set of slots (the engine's sequences) behind a bounded queue. Admission
+ * reserves capacity up front, so a request that will not fit is refused (503) before any
+ * work is done; a waiter that gives up leaves the queue at once.
+ *
+ * The queue is fair across owners (API keys): a freed slot goes to the owner served
+ * longest ago among those waiting, first in first out within an owner, so one key's
+ * burst does not starve the others. With a single owner it is plain FIFO.
  */
+
+interface Waiter<Slot> {
+  readonly owner: string;
+  readonly resolve: (slot: Slot) => void;
+}
 
 export class SlotQueue<Slot> {
   readonly #free: Slot[];
-  readonly #waiters: Array<{ resolve: (slot: Slot) => void }> = [];
+  readonly #waiters: Array<Waiter<Slot>> = [];
   readonly #capacity: number;
+  /** Per owner, the tick at which it was last handed a slot. */
+  readonly #lastServed = new Map<string, number>();
+  #tick = 0;
   #reserved = 0;
 
   /** `maxWaiting` requests may wait beyond those running on `slots`. */
@@ -42,15 +54,19 @@ export class SlotQueue<Slot> {
    * waiter leaves the queue and the promise rejects with the signal's reason; the
    * reservation stays for the caller to cancel.
    */
-  acquire(signal: AbortSignal, choose?: (free: readonly Slot[]) => number): Promise<Slot> {
+  acquire(signal: AbortSignal, choose?: (free: readonly Slot[]) => number, owner = ""): Promise<Slot> {
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.#waiters.length === 0 && this.#free.length > 0) {
       const index = choose === undefined ? this.#free.length - 1 : choose(this.#free);
       const [slot] = this.#free.splice(Math.min(Math.max(index, 0), this.#free.length - 1), 1);
-      if (slot !== undefined) return Promise.resolve(slot);
+      if (slot !== undefined) {
+        this.#served(owner);
+        return Promise.resolve(slot);
+      }
     }
     return new Promise<Slot>((resolve, reject) => {
-      const waiter = {
+      const waiter: Waiter<Slot> = {
+        owner,
         resolve: (acquired: Slot) => {
           signal.removeEventListener("abort", onAbort);
           resolve(acquired);
@@ -66,11 +82,36 @@ export class SlotQueue<Slot> {
     });
   }
 
-  /** Returns a slot and ends its reservation; the oldest waiter gets it. */
+  /** Returns a slot and ends its reservation; the next waiter in fair order gets it. */
   release(slot: Slot): void {
     this.#reserved -= 1;
-    const next = this.#waiters.shift();
-    if (next !== undefined) next.resolve(slot);
-    else this.#free.push(slot);
+    const index = this.#nextWaiter();
+    if (index === -1) {
+      this.#free.push(slot);
+      return;
+    }
+    const [next] = this.#waiters.splice(index, 1);
+    if (next === undefined) return;
+    this.#served(next.owner);
+    next.resolve(slot);
+  }
+
+  /** The oldest waiter of the owner served longest ago (never served counts as longest). */
+  #nextWaiter(): number {
+    let best = -1;
+    let bestServed = Infinity;
+    this.#waiters.forEach((waiter, index) => {
+      const served = this.#lastServed.get(waiter.owner) ?? -1;
+      if (best === -1 || served < bestServed) {
+        best = index;
+        bestServed = served;
+      }
+    });
+    return best;
+  }
+
+  #served(owner: string): void {
+    this.#tick += 1;
+    this.#lastServed.set(owner, this.#tick);
   }
 }

@@ -103,7 +103,7 @@ async function serveChatCompletion(
   const admitted = await options.access.admit(principal, body.maxTokens, request.id);
   accounting.lease = admitted.lease;
   void reply.headers(admitted.headers);
-  const admission = backend.admit();
+  const admission = backend.admit(principal.key?.id ?? "");
   const disconnect = abortOnDisconnect(reply);
   try {
     const prepared = await backend.prepare(toGenerationRequest(body));
