@@ -11,29 +11,18 @@
  *
  * Results go to bench/results/<scenario>.md and .json.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { synthesizeModel } from "../src/models/synthesize.js";
-import { PROJECT_ROOT, SHARED_MODELS, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { benchModel } from "./lib/bench-model.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const TOKENS = Number(process.env.TOKENS ?? 128);
 /** Thread counts to compare at; both servers get the same one. */
 const THREADS = (process.env.THREADS ?? "1,2").split(",").map(Number);
-const WORK = path.join(PROJECT_ROOT, "bench/.work");
 const RESULTS = path.join(PROJECT_ROOT, "bench/results");
-
-async function benchModel(): Promise<string> {
-  const file = path.join(WORK, "qwen2-0.5b-q8_0.gguf");
-  if (!existsSync(file)) {
-    mkdirSync(WORK, { recursive: true });
-    console.log(`writing ${file} (synthetic Qwen2-0.5B, q8_0)…`);
-    await synthesizeModel({ architecture: "qwen2", shape: "0.5b", type: "q8_0", vocabularyPath: path.join(SHARED_MODELS, "ggml-vocab-qwen2.gguf"), outputPath: file });
-  }
-  return file;
-}
 
 const MESSAGES = [
   { role: "system", content: "You are a helpful assistant." },

@@ -1,0 +1,115 @@
+/**
+ * Aggregate decode throughput with N concurrent streams: Parley (`--parallel N`) against
+ * llama-server (`--parallel N`) on the same model, threads and prompts, side by side,
+ * plus llama.cpp's `llama-batched-bench` at the same batch sizes as the native ceiling.
+ *
+ *   npm run bench:concurrency            # N = 1, 4, 8; THREADS=2; TOKENS=64; ROUNDS=3
+ *
+ * Aggregate tokens/s = all completion tokens after each stream's first, over the time
+ * from the first stream's first token to the last stream's last token. Medians over
+ * rounds; servers alternate per round. Results: bench/results/concurrency.md.
+ */
+import { execFile } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { PROJECT_ROOT, TOOLS, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
+import { benchModel } from "./lib/bench-model.js";
+
+const LEVELS = (process.env.LEVELS ?? "1,4,8").split(",").map(Number);
+const THREADS = Number(process.env.THREADS ?? 2);
+const TOKENS = Number(process.env.TOKENS ?? 64);
+const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const RESULTS = path.join(PROJECT_ROOT, "bench/results");
+
+const prompt = (index: number) => [
+  { role: "system", content: "You are a helpful assistant." },
+  { role: "user", content: `Story ${index}: write about a lighthouse keeper who finds message number ${index} in a bottle.` },
+];
+
+interface Burst {
+  readonly aggregate: number;
+  readonly timings: StreamTiming[];
+}
+
+async function burst(server: ServerProcess, streams: number): Promise<Burst> {
+  const started = performance.now();
+  const timings = await Promise.all(
+    Array.from({ length: streams }, (_, index) =>
+      timeStream({ url: server.url, model: "bench", messages: prompt(index), maxTokens: TOKENS, extra: { seed: index } }),
+    ),
+  );
+  // Each timing is relative to its own start; all started together at `started`.
+  const firstToken = Math.min(...timings.map((timing) => timing.timeToFirstTokenMs));
+  const lastToken = Math.max(...timings.map((timing) => timing.totalMs));
+  const tokens = timings.reduce((sum, timing) => sum + Math.max(timing.completionTokens, timing.chunks) - 1, 0);
+  void started;
+  return { aggregate: (tokens * 1000) / (lastToken - firstToken), timings };
+}
+
+async function batchedBench(model: string): Promise<Map<number, number>> {
+  const { stdout } = await promisify(execFile)(
+    path.join(TOOLS, "llama-batched-bench"),
+    ["-m", model, "-t", String(THREADS), "-c", "8192", "-npp", "41", "-ntg", String(TOKENS), "-npl", LEVELS.join(",")],
+    { maxBuffer: 1 << 24 },
+  );
+  // Table rows: |  PP |  TG |  B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
+  const rates = new Map<number, number>();
+  for (const line of stdout.split("\n")) {
+    const cells = line.split("|").map((cell) => cell.trim()).filter((cell) => cell !== "");
+    if (cells.length >= 8 && /^\d+$/.test(cells[2] ?? "")) rates.set(Number(cells[2]), Number(cells[7]));
+  }
+  return rates;
+}
+
+async function main(): Promise<void> {
+  const model = await benchModel();
+  const rows: string[] = [];
+  const native = await batchedBench(model);
+  for (const streams of LEVELS) {
+    const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams };
+    const results = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
+    for (let round = 0; round < ROUNDS; round++) {
+      const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", startParley]];
+      for (const [name, start] of round % 2 === 0 ? order : order.reverse()) {
+        const server = await start(settings);
+        try {
+          await burst(server, streams); // warm-up
+          const measured = await burst(server, streams);
+          results.get(name)!.push(measured.aggregate);
+          console.log(`${streams} streams, round ${round + 1}, ${name}: ${measured.aggregate.toFixed(2)} tokens/s aggregate`);
+        } finally {
+          await server.stop();
+        }
+      }
+    }
+    const parley = median(results.get("parley")!);
+    const server = median(results.get("llama-server")!);
+    const ceiling = native.get(streams) ?? Number.NaN;
+    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |`);
+  }
+  const report = [
+    "# Concurrent streams: aggregate decode tokens/s",
+    "",
+    `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
+    `Synthetic Qwen2-0.5B q8_0, ${THREADS} threads for every engine, ${TOKENS} greedy tokens per stream, distinct prompts, streaming over HTTP;`,
+    `each server started with --parallel N, warmed with one burst, then measured; medians of ${ROUNDS} rounds, alternating order.`,
+    `llama-batched-bench: \`-t ${THREADS} -npp 41 -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling.`,
+    "",
+    "Command: `npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
+    "",
+    "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |",
+    "|---|---|---|---|---|---|",
+    ...rows,
+    "",
+    "Targets (issue 3): at 4 and 8 streams, Parley ≥ 1.1× llama-server and ≥ 0.85× llama-batched-bench.",
+    "",
+  ].join("\n");
+  mkdirSync(RESULTS, { recursive: true });
+  writeFileSync(path.join(RESULTS, "concurrency.md"), report);
+  console.log(`\n${report}`);
+}
+
+await main();
