@@ -12,24 +12,16 @@ import { execFile } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import type { Browser, Page } from "playwright-core";
 import { chromiumMissing, clipboardText, launchChromium, openPage, RESULTS_DIR, screenshotBothSizes, startKeyedParley, type KeyedParley, type WatchedPage } from "../helpers/browser.js";
 import { STORIES_260K } from "../helpers/models.js";
 import { postChat } from "../helpers/parley.js";
+import { until } from "../helpers/wait.js";
 
 const run = promisify(execFile);
-const DEADLINE_MS = 20_000;
 const skip = chromiumMissing();
 
-async function until(condition: () => boolean | Promise<boolean>, what: string): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail(`still waiting for: ${what}`);
-    await sleep(20);
-  }
-}
 
 /** The reply panel's state: idle, waiting, streaming, done, stopped or error. */
 const replyState = (page: Page): Promise<string | null> => page.getAttribute("#reply-panel", "data-state");

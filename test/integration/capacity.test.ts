@@ -7,21 +7,12 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { setTimeout as sleep } from "node:timers/promises";
 import { chatBody, expectError, expectServes, type Chunk, type Completion } from "../helpers/chat-assertions.js";
 import { STORIES_260K, tinyQwen2 } from "../helpers/models.js";
 import { postChat, startParley, type RunningParley } from "../helpers/parley.js";
+import { until } from "../helpers/wait.js";
 
-const DEADLINE_MS = 10_000;
 
-/** Polls until `condition` holds; fails (it does not time anything) if it never does. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + DEADLINE_MS;
-  while (!condition()) {
-    if (Date.now() > deadline) assert.fail(`still waiting for: ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A stream opened and read until its first text: proof that generation is running. */
 interface OpenStream {

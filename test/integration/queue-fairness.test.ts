@@ -8,17 +8,11 @@ import { KeyService } from "../../src/access/key-service.js";
 import { parseKeySpec } from "../../src/access/key-spec.js";
 import { tinyQwen2 } from "../helpers/models.js";
 import { postChat, startParley, type RunningParley } from "../helpers/parley.js";
+import { until } from "../helpers/wait.js";
 
 const HOLD = { model: "test-model", messages: [{ role: "user", content: "Write a very long story." }], max_tokens: 4096, stream: true };
 const SHORT = { model: "test-model", messages: [{ role: "user", content: "Hi" }], max_tokens: 4 };
 
-async function until(condition: () => boolean, what: string): Promise<void> {
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    if (condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`gave up waiting for ${what}`);
-}
 
 /** Starts a long streaming request that holds the only sequence until aborted. */
 async function holdSlot(parley: RunningParley, apiKey?: string): Promise<AbortController> {
