@@ -3,22 +3,19 @@
  * nothing of HTTP: it takes a validated request and yields text deltas, then one finish
  * event with exact token counts.
  */
-import type { ChatMessage } from "../protocol/chat-request.js";
+import type { ChatRequest } from "../protocol/chat-request.js";
 import type { FinishReason } from "../protocol/chat-response.js";
 
 export type BackendState = "loading" | "ready" | "failed" | "disposed";
 
-/** What a backend needs of a request to generate; HTTP-only fields stay in the server. */
-export interface GenerationRequest {
-  readonly messages: readonly ChatMessage[];
-  readonly temperature: number;
-  readonly topP: number;
-  readonly maxTokens: number;
-  readonly presencePenalty: number;
-  readonly frequencyPenalty: number;
-  readonly stop: readonly string[];
-  readonly seed: number | undefined;
-}
+/**
+ * What a backend reads of a validated request to generate; the HTTP-only fields
+ * (`model`, `stream`, `includeUsage`) are the server's business.
+ */
+export type GenerationRequest = Pick<
+  ChatRequest,
+  "messages" | "temperature" | "topP" | "maxTokens" | "presencePenalty" | "frequencyPenalty" | "stop" | "seed"
+>;
 
 /** A request rendered and tokenized by {@link Backend.prepare}; opaque beyond its count. */
 export interface PreparedPrompt {

@@ -7,7 +7,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { AccessControl } from "../../access/access-control.js";
-import type { Generation, GenerationRequest } from "../../backends/backend.js";
+import type { Generation } from "../../backends/backend.js";
 import type { ModelRegistry } from "../../backends/registry.js";
 import { parseChatRequest, type ChatRequest } from "../../protocol/chat-request.js";
 import {
@@ -35,19 +35,6 @@ export interface ChatRouteOptions {
 }
 
 const SHUTDOWN_MESSAGE = "The server is shutting down: this response was cut short at the drain deadline.";
-
-function toGenerationRequest(request: ChatRequest): GenerationRequest {
-  return {
-    messages: request.messages,
-    temperature: request.temperature,
-    topP: request.topP,
-    maxTokens: request.maxTokens,
-    presencePenalty: request.presencePenalty,
-    frequencyPenalty: request.frequencyPenalty,
-    stop: request.stop,
-    seed: request.seed,
-  };
-}
 
 /** Aborts when the client goes away before the response is complete. */
 function abortOnDisconnect(reply: FastifyReply): AbortController {
@@ -106,7 +93,7 @@ async function serveChatCompletion(
   const admission = backend.admit(principal.key?.id ?? "");
   const disconnect = abortOnDisconnect(reply);
   try {
-    const prepared = await backend.prepare(toGenerationRequest(body));
+    const prepared = await backend.prepare(body);
     accounting.tokens = { promptTokens: prepared.promptTokens, completionTokens: 0, cachedTokens: 0 };
     const generation = await admission.start(prepared, AbortSignal.any([disconnect.signal, shutdown]));
     try {
