@@ -9,12 +9,12 @@ import type { FinishReason } from "../protocol/chat-response.js";
 export type BackendState = "loading" | "ready" | "failed" | "disposed";
 
 /**
- * What a backend reads of a validated request to generate; the HTTP-only fields
- * (`model`, `stream`, `includeUsage`) are the server's business.
+ * What a backend reads of a validated request to generate; `model` and `includeUsage` are
+ * the server's business. `stream` matters to a backend that relays another server's answer.
  */
 export type GenerationRequest = Pick<
   ChatRequest,
-  "messages" | "temperature" | "topP" | "maxTokens" | "presencePenalty" | "frequencyPenalty" | "stop" | "seed"
+  "messages" | "temperature" | "topP" | "maxTokens" | "presencePenalty" | "frequencyPenalty" | "stop" | "seed" | "stream"
 >;
 
 /** A request rendered and tokenized by {@link Backend.prepare}; opaque beyond its count. */

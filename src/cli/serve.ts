@@ -6,12 +6,14 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
 import { pino, type Logger } from "pino";
 import type { AccessControl } from "../access/access-control.js";
 import { openAccess } from "../access/open-access.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
+import { UpstreamBackend } from "../backends/upstream/upstream-backend.js";
+import type { LocalModelConfig } from "../config/model-file.js";
 import { buildServeConfig, ConfigError, isLoopbackHost, type ServeConfig, type ServeFlags } from "../config/serve-config.js";
 import { DEFAULT_MODEL_URI, defaultModelName, ModelSourceError, resolveModelSource } from "../models/resolve-model.js";
 import { synthesizeModel } from "../models/synthesize.js";
@@ -26,7 +28,8 @@ const collect = (value: string, previous: string[] = []): string[] => [...previo
 export function registerServeCommand(program: Command): void {
   program
     .command("serve")
-    .description("Serve a GGUF model over the Chat Completions API.")
+    .description("Serve GGUF models, and pools of upstream inference servers, over the Chat Completions API.")
+    .option("--config <file.yaml>", "models to serve: local GGUF files and pools of OpenAI-compatible upstream servers (see docs/upstreams.md)")
     .option("-m, --model <file|uri>", `GGUF file, or hf:user/repo:quant / https URL (downloaded once). Defaults to ${DEFAULT_MODEL_URI}`)
     .option("--model-name <name>", "a name clients use for the model (repeatable; the first is its id)", collect)
     .option("--host <host>", "address to bind", "127.0.0.1")
@@ -69,15 +72,15 @@ interface ModelChoice {
 }
 
 /** The user's model, or the default one; offline, the default becomes a labelled demo model. */
-async function chooseModel(config: ServeConfig, log: Logger): Promise<ModelChoice> {
-  const source = config.model.source;
+async function chooseModel(model: LocalModelConfig, config: ServeConfig, log: Logger): Promise<ModelChoice> {
+  const source = model.source;
   if (source !== undefined) {
     const file = await resolveModelSource(source, { cacheDir: config.cacheDir });
-    return { path: file, names: config.model.names.length > 0 ? config.model.names : [defaultModelName(source)] };
+    return { path: file, names: model.names.length > 0 ? model.names : [defaultModelName(source)] };
   }
   try {
     const file = await resolveModelSource(DEFAULT_MODEL_URI, { cacheDir: config.cacheDir });
-    return { path: file, names: config.model.names.length > 0 ? config.model.names : [defaultModelName(DEFAULT_MODEL_URI)] };
+    return { path: file, names: model.names.length > 0 ? model.names : [defaultModelName(DEFAULT_MODEL_URI)] };
   } catch (error) {
     if (!(error instanceof ModelSourceError)) throw error;
     log.warn(
@@ -110,31 +113,47 @@ export async function serve(config: ServeConfig): Promise<void> {
     log.warn(`No API key is configured: anyone on this machine can use the API at ${config.host}. Create one with 'parley keys create' or pass --api-key.`);
   }
 
-  let model: ModelChoice;
-  try {
-    model = await chooseModel(config, log);
-  } catch (error) {
-    if (error instanceof ModelSourceError) exitWith(error.message);
-    throw error;
-  }
-
-  const llama = await getLlama({
-    gpu: false,
-    logLevel: LlamaLogLevel.warn,
-    logger: (level, message) => log.debug({ engine: level }, message.trim()),
-  });
-  const [id = DEMO_MODEL_NAME, ...aliases] = model.names;
-  const backend = new LocalBackend(llama, {
-    id,
-    modelPath: model.path,
-    threads: config.model.threads,
-    contextSize: config.model.contextSize,
-    parallel: config.model.parallel,
-    queueSize: config.model.queueSize,
-    queueTimeoutMs: config.model.queueTimeoutMs,
-  });
+  // Upstream pools are ready at once; local models are resolved now (downloading once if
+  // needed) and loaded after the server listens, so /health can say they are loading.
   const registry = new ModelRegistry();
-  registry.add(backend, aliases);
+  const locals: Array<{ readonly backend: LocalBackend; readonly path: string }> = [];
+  let llama: Llama | undefined;
+  for (const model of config.models) {
+    if (model.backend === "upstream") {
+      const backend = new UpstreamBackend(model);
+      registry.add(backend, model.names.slice(1));
+      backend.start();
+      continue;
+    }
+    let choice: ModelChoice;
+    try {
+      choice = await chooseModel(model, config, log);
+    } catch (error) {
+      if (error instanceof ModelSourceError) exitWith(error.message);
+      throw error;
+    }
+    llama ??= await getLlama({
+      gpu: false,
+      logLevel: LlamaLogLevel.warn,
+      logger: (level, message) => log.debug({ engine: level }, message.trim()),
+    });
+    const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
+    const backend = new LocalBackend(llama, {
+      id,
+      modelPath: choice.path,
+      threads: model.threads,
+      contextSize: model.contextSize,
+      parallel: model.parallel,
+      queueSize: model.queueSize,
+      queueTimeoutMs: model.queueTimeoutMs,
+    });
+    try {
+      registry.add(backend, aliases);
+    } catch (error) {
+      exitWith(error instanceof Error ? error.message : String(error));
+    }
+    locals.push({ backend, path: choice.path });
+  }
 
   const inFlight = new InFlight();
   const app = buildServer({
@@ -147,7 +166,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     loggerInstance: log,
   });
   const address = await app.listen({ host: config.host, port: config.port });
-  log.info({ address, models: model.names }, `Parley listening on ${address}`);
+  log.info({ address, models: registry.names().map(([name]) => name) }, `Parley listening on ${address}`);
 
   // Shutdown reads like the engine's own lifetimes: stop taking requests (503, /ready 503),
   // drain those in flight up to the deadline, stop the rest cleanly, then close and dispose.
@@ -161,18 +180,21 @@ export async function serve(config: ServeConfig): Promise<void> {
     await app.close();
     await registry.dispose();
     await access.close();
-    await llama.dispose();
+    await llama?.dispose();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
 
-  try {
-    await backend.load();
-    log.info({ model: id, file: model.path, ...backend.engine }, `Model '${id}' loaded`);
-  } catch (error) {
-    log.fatal({ err: error, file: model.path }, `Model '${id}' failed to load`);
-    await app.close();
-    process.exit(1);
+  for (const { backend, path: file } of locals) {
+    const id = backend.info.id;
+    try {
+      await backend.load();
+      log.info({ model: id, file, ...backend.engine }, `Model '${id}' loaded`);
+    } catch (error) {
+      log.fatal({ err: error, file }, `Model '${id}' failed to load`);
+      await app.close();
+      process.exit(1);
+    }
   }
 }

@@ -6,18 +6,10 @@ import os from "node:os";
 import path from "node:path";
 import { SEED_RANGES, type ParameterRanges, type Range } from "../protocol/parameters.js";
 import { buildAccessConfig, type AccessConfig, type AccessFlags } from "./access-config.js";
+import { ConfigError } from "./config-error.js";
+import { readModelFile, type LocalModelConfig, type ModelConfig } from "./model-file.js";
 
-export interface LocalModelConfig {
-  /** A GGUF path or an `hf:`/https URI; undefined means Parley's default model. */
-  readonly source: string | undefined;
-  /** Names clients may use; the first is the model's id. Empty means derived from the source. */
-  readonly names: readonly string[];
-  readonly threads: number | undefined;
-  readonly contextSize: number | undefined;
-  readonly parallel: number;
-  readonly queueSize: number | undefined;
-  readonly queueTimeoutMs: number | undefined;
-}
+export { ConfigError } from "./config-error.js";
 
 export interface ServeConfig {
   readonly host: string;
@@ -25,7 +17,11 @@ export interface ServeConfig {
   readonly apiKeys: readonly string[];
   readonly bodyLimit: number;
   readonly ranges: ParameterRanges;
-  readonly model: LocalModelConfig;
+  /**
+   * What is served: the `--model` flags' local model, then the config file's models. With
+   * neither, Parley's default local model.
+   */
+  readonly models: readonly ModelConfig[];
   readonly cacheDir: string;
   readonly logLevel: string;
   /** On SIGTERM, how long in-flight requests may run on before they are stopped. Defaults to 30 s. */
@@ -35,13 +31,10 @@ export interface ServeConfig {
   readonly adminToken: string | undefined;
 }
 
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-}
-
 /** Raw values as commander hands them over. */
 export interface ServeFlags extends AccessFlags {
   adminToken?: string;
+  config?: string;
   drainTimeout?: string;
   model?: string;
   modelName?: string[];
@@ -104,6 +97,27 @@ function adminToken(value: string | undefined): string | undefined {
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
+function chooseModels(flags: ServeFlags, names: readonly string[], env: NodeJS.ProcessEnv): ModelConfig[] {
+  const local: LocalModelConfig = {
+    backend: "local",
+    source: flags.model,
+    names,
+    threads: integer("--threads", flags.threads, 1, 1024),
+    contextSize: integer("--context-size", flags.contextSize, 64, 1 << 24),
+    parallel: integer("--parallel", flags.parallel, 1, 256) ?? 1,
+    queueSize: integer("--queue-size", flags.queueSize, 0, 1_000_000),
+    queueTimeoutMs: flags.queueTimeout === undefined ? undefined : (integer("--queue-timeout", flags.queueTimeout, 1, 86_400) ?? 0) * 1000,
+  };
+  if (flags.config === undefined) return [local];
+  const fromFile = readModelFile(flags.config, env);
+  // The file's models replace the default model, but a --model given beside it is served too.
+  const models = flags.model !== undefined || fromFile.length === 0 ? [local, ...fromFile] : fromFile;
+  if (flags.model === undefined && (flags.modelName ?? []).length > 0 && fromFile.length > 0) {
+    throw new ConfigError("--model-name names the --model flag's model; give names in the config file for its models.");
+  }
+  return models;
+}
+
 export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = process.env): ServeConfig {
   const envKeys = (env.PARLEY_API_KEYS ?? "").split(",").map((key) => key.trim()).filter((key) => key.length > 0);
   const apiKeys = [...(flags.apiKey ?? []), ...envKeys];
@@ -122,15 +136,7 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     apiKeys,
     bodyLimit: integer("--body-limit", flags.bodyLimit, 1024, 1024 ** 3) ?? 1024 * 1024,
     ranges: parseRanges(flags.range ?? []),
-    model: {
-      source: flags.model,
-      names,
-      threads: integer("--threads", flags.threads, 1, 1024),
-      contextSize: integer("--context-size", flags.contextSize, 64, 1 << 24),
-      parallel: integer("--parallel", flags.parallel, 1, 256) ?? 1,
-      queueSize: integer("--queue-size", flags.queueSize, 0, 1_000_000),
-      queueTimeoutMs: flags.queueTimeout === undefined ? undefined : (integer("--queue-timeout", flags.queueTimeout, 1, 86_400) ?? 0) * 1000,
-    },
+    models: chooseModels(flags, names, env),
     cacheDir: flags.cacheDir ?? defaultCacheDir(env),
     logLevel,
     drainTimeoutMs: (integer("--drain-timeout", flags.drainTimeout, 0, 3600) ?? 30) * 1000,

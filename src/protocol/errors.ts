@@ -33,6 +33,7 @@ export const ERROR_CODES = {
   missing_required_parameter: { status: 400, type: "invalid_request_error" },
   unsupported_parameter: { status: 400, type: "invalid_request_error" },
   context_length_exceeded: { status: 400, type: "invalid_request_error" },
+  upstream_bad_request: { status: 400, type: "invalid_request_error" },
   permission_denied: { status: 403, type: "permission_error" },
   model_not_found: { status: 404, type: "not_found_error" },
   not_found: { status: 404, type: "not_found_error" },
@@ -47,6 +48,8 @@ export const ERROR_CODES = {
   storage_unavailable: { status: 503, type: "server_error", retryAfterSeconds: 5 },
   generation_failed: { status: 500, type: "server_error" },
   internal_error: { status: 500, type: "server_error" },
+  upstream_error: { status: 502, type: "server_error" },
+  upstream_timeout: { status: 504, type: "server_error" },
 } as const satisfies Record<string, ErrorCodeSpec>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -118,7 +118,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   registerHealthRoutes(app, options.registry, inFlight);
   registerMetricsRoute(app, metrics);
   registerChatCompletionRoutes(app, { registry: options.registry, ranges: options.ranges, access: options.access, inFlight, metrics });
-  registerAdminRoutes(app, options.access);
+  registerAdminRoutes(app, options.access, options.registry);
   registerDashboardRoutes(app, { registry: options.registry, access: options.access });
   registerWebRoutes(app, { ranges: options.ranges });
   return app;

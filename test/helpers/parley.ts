@@ -99,7 +99,7 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
 
 /** POSTs JSON (or a raw string) to the chat completions route. */
 export async function postChat(
-  parley: RunningParley,
+  parley: { readonly url: string },
   body: unknown,
   init: { apiKey?: string; path?: string; headers?: Record<string, string>; signal?: AbortSignal } = {},
 ): Promise<Response> {

@@ -8,8 +8,8 @@ test("defaults", () => {
   assert.equal(config.host, "127.0.0.1");
   assert.equal(config.port, 8080);
   assert.equal(config.bodyLimit, 1024 * 1024);
-  assert.equal(config.model.parallel, 1);
-  assert.equal(config.model.threads, undefined);
+  assert.equal(config.models[0]?.backend === "local" && config.models[0].parallel, 1);
+  assert.equal(config.models[0]?.backend === "local" && config.models[0].threads, undefined);
   assert.deepEqual(config.apiKeys, []);
 });
 

@@ -1,12 +1,15 @@
 /**
  * The admin API, behind the admin token (checked in the app's onRequest hook):
- * keys (create, list, show, revoke, rotate) and usage aggregates from the ledger.
+ * keys (create, list, show, revoke, rotate), usage aggregates from the ledger, and the
+ * state of every upstream server behind the models served by pools.
  */
 import type { FastifyInstance } from "fastify";
 import type { AccessControl } from "../../access/access-control.js";
 import { KeyService } from "../../access/key-service.js";
 import { keyView, parseKeySpec } from "../../access/key-spec.js";
 import { parseUsageQuery, usageView } from "../../access/usage-query.js";
+import type { ModelRegistry } from "../../backends/registry.js";
+import { UpstreamBackend } from "../../backends/upstream/upstream-backend.js";
 import { ApiError } from "../../protocol/errors.js";
 
 type IdParams = { Params: { id: string } };
@@ -18,7 +21,7 @@ function stringParam(query: Record<string, unknown>, name: string): string | und
   return value;
 }
 
-export function registerAdminRoutes(app: FastifyInstance, access: AccessControl): void {
+export function registerAdminRoutes(app: FastifyInstance, access: AccessControl, registry: ModelRegistry): void {
   const keys = new KeyService(access.store);
 
   app.post("/admin/v1/keys", async (request, reply) => {
@@ -52,4 +55,14 @@ export function registerAdminRoutes(app: FastifyInstance, access: AccessControl)
       data: buckets.map(usageView),
     };
   });
+
+  // Each upstream pool: per server its breaker state, requests in flight, recent latency
+  // and last error (addresses are shown here, to the operator; never to API clients).
+  app.get("/admin/v1/upstreams", async () => ({
+    object: "list",
+    data: registry
+      .backends()
+      .filter((backend): backend is UpstreamBackend => backend instanceof UpstreamBackend)
+      .map((backend) => backend.view()),
+  }));
 }
