@@ -9,8 +9,9 @@
  *   with `choices: []`; `prompt_tokens_details.cached_tokens` when enabled.
  * - SGLang: `matched_stop` (string or token id) instead of `stop_reason`.
  * - TGI: finish reasons `eos_token` and `stop_sequence`; usage on the last chunk.
- * - llama-server: a first delta `{"role":"assistant","content":null}`; cached tokens only in
- *   `timings.cache_n`.
+ * - llama-server: a first delta `{"role":"assistant","content":null}`; `timings` (cached
+ *   tokens, and the counts when no usage chunk was asked for); errors as an in-stream
+ *   `{"error": …}` event, e.g. its Jinja output parser's 500 mid-stream.
  * - Ollama: `finish_reason: ""` on chunks that do not finish.
  */
 import type { FinishReason } from "../../protocol/chat-response.js";
@@ -54,14 +55,25 @@ export function mapFinishReason(raw: unknown): FinishReason | null {
   return "stop";
 }
 
-/** `usage` as OpenAI writes it, with llama-server's `timings.cache_n` as the cached count when that is all there is. */
+/**
+ * `usage` as OpenAI writes it, with llama-server's `timings.cache_n` as the cached count when
+ * that is all there is; without `usage`, llama-server's `timings` alone (prompt tokens are
+ * `prompt_n` evaluated plus `cache_n` reused, completion tokens `predicted_n`).
+ */
 export function readUsage(usage: unknown, timings: unknown): UpstreamUsage | null {
-  if (!isObject(usage)) return null;
+  const timed = isObject(timings) ? timings : {};
+  if (!isObject(usage)) {
+    const evaluated = count(timed.prompt_n);
+    const predicted = count(timed.predicted_n);
+    if (evaluated === null || predicted === null) return null;
+    const reused = count(timed.cache_n) ?? 0;
+    return { promptTokens: evaluated + reused, completionTokens: predicted, cachedTokens: reused };
+  }
   const promptTokens = count(usage.prompt_tokens);
   const completionTokens = count(usage.completion_tokens);
   if (promptTokens === null || completionTokens === null) return null;
   const details = isObject(usage.prompt_tokens_details) ? usage.prompt_tokens_details : {};
-  const cached = count(details.cached_tokens) ?? (isObject(timings) ? count(timings.cache_n) : null) ?? 0;
+  const cached = count(details.cached_tokens) ?? count(timed.cache_n) ?? 0;
   return { promptTokens, completionTokens, cachedTokens: Math.min(cached, promptTokens) };
 }
 
