@@ -60,7 +60,9 @@ const TYPE_FOR_STATUS: Record<number, string> = {
   413: "invalid_request_error",
   415: "invalid_request_error",
   429: "rate_limit_error",
+  502: "server_error",
   503: "overloaded_error",
+  504: "server_error",
 };
 
 /**

@@ -51,7 +51,8 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-const CONTEXT_LENGTH = /context length|context window|maximum context|too many tokens|exceeds? the (available )?context|prompt is too long|input.*too long|n_ctx/i;
+/** How vLLM, SGLang, TGI, llama-server, Ollama and OpenAI word "the prompt does not fit". */
+const CONTEXT_LENGTH = /context length|context window|maximum context|too many tokens|exceeds? the (available )?context|prompt is too long|input.*too long|n_ctx|tokens \+ `?max_new_tokens`? must be <=/i;
 
 const failed = (detail: string) => new ApiError("upstream_error", `The upstream inference server failed: ${detail}`);
 
