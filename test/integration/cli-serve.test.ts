@@ -8,6 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CLI, runCli, type CliProcess } from "../helpers/cli.js";
+import { startFakeUpstream, type FakeUpstream } from "../helpers/fake-upstream.js";
 import { STORIES_260K } from "../helpers/models.js";
 
 const LISTENING = /Parley listening on (http:\/\/[^"\s]+)/;
@@ -65,6 +66,60 @@ describe("serve a local file with aliases and keys", () => {
   });
 });
 
+describe("serve --config: a local model and an upstream pool side by side", () => {
+  let server: CliProcess;
+  let upstream: FakeUpstream;
+  let dir = "";
+  let url = "";
+  before(async () => {
+    upstream = await startFakeUpstream({ apiKey: "upstream-key-from-env" });
+    dir = mkdtempSync(path.join(os.tmpdir(), "parley-config-"));
+    copyFileSync(STORIES_260K, path.join(dir, "stories.gguf"));
+    const config = path.join(dir, "parley.yaml");
+    writeFileSync(
+      config,
+      [
+        "models:",
+        "  - name: local",
+        "    model: ./stories.gguf      # relative to this file",
+        "    threads: 1",
+        "  - name: remote",
+        "    backend: upstream",
+        "    upstream_model: served-there",
+        "    upstreams:",
+        `      - url: ${upstream.url}`,
+        "        api_key: ${UPSTREAM_KEY}",
+      ].join("\n"),
+    );
+    server = runCli(["serve", "--config", config, "--port", "0", "--data-dir", dir], { UPSTREAM_KEY: "upstream-key-from-env" });
+    url = (await server.waitFor(LISTENING))[1] ?? "";
+    await waitHealthy(url);
+  });
+  after(async () => {
+    await server.stop();
+    await upstream.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("both answer, and /v1/models lists both", async () => {
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+    assert.deepEqual(models.data.map((model) => model.id), ["local", "remote"]);
+    for (const model of ["local", "remote"]) {
+      const response = await fetch(`${url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model, messages: [{ role: "user", content: "Hi" }], max_tokens: 5 }),
+      });
+      assert.equal(response.status, 200, await response.clone().text());
+      assert.equal(((await response.json()) as { model: string }).model, model);
+    }
+    const sent = upstream.requests.find((request) => request.method === "POST");
+    assert.equal(sent?.headers.authorization, "Bearer upstream-key-from-env", "the key came from the environment");
+    assert.equal((sent?.body as { model: string }).model, "served-there");
+    assert.ok(!server.output().includes("upstream-key-from-env"), "the upstream key is never logged");
+  });
+});
+
 describe("offline", () => {
   let home = "";
   before(() => {
@@ -117,6 +172,16 @@ describe("bad start-up input", () => {
       assert.match(server.output(), message);
     });
   }
+
+  test("a config file with a misspelt setting names the file and the setting's path", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "parley-config-"));
+    const config = path.join(dir, "parley.yaml");
+    writeFileSync(config, "models:\n  - name: pool\n    backend: upstream\n    timeouts: { conect_ms: 5 }\n    upstreams: [{ url: http://10.0.0.5:8000/v1 }]\n");
+    const server = runCli(["serve", "--config", config, "--port", "0"]);
+    assert.equal(await server.exited(), 1);
+    assert.match(server.output(), /parley\.yaml: models\[0\]\.timeouts\.conect_ms: unknown setting/);
+    rmSync(dir, { recursive: true, force: true });
+  });
 });
 
 describe("downloaded once", () => {

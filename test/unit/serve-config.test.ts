@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { buildServeConfig, ConfigError, isLoopbackHost, parseRanges } from "../../src/config/serve-config.js";
 import { defaultModelName, isRemoteModelUri } from "../../src/models/resolve-model.js";
@@ -8,8 +11,9 @@ test("defaults", () => {
   assert.equal(config.host, "127.0.0.1");
   assert.equal(config.port, 8080);
   assert.equal(config.bodyLimit, 1024 * 1024);
-  assert.equal(config.models[0]?.backend === "local" && config.models[0].parallel, 1);
-  assert.equal(config.models[0]?.backend === "local" && config.models[0].threads, undefined);
+  assert.deepEqual(config.models, [
+    { backend: "local", source: undefined, names: [], threads: undefined, contextSize: undefined, parallel: 1, queueSize: undefined, queueTimeoutMs: undefined },
+  ]);
   assert.deepEqual(config.apiKeys, []);
 });
 
@@ -48,4 +52,24 @@ test("model names derived from sources", () => {
   assert.equal(defaultModelName("https://example.com/dir/model.gguf?download=1"), "model");
   assert.ok(isRemoteModelUri("hf:a/b"));
   assert.ok(!isRemoteModelUri("./hf-model.gguf"));
+});
+
+test("--config: the file's models replace the default model; a --model beside it is served first", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "parley-config-"));
+  try {
+    const file = path.join(dir, "parley.yaml");
+    writeFileSync(file, "models:\n  - name: pool\n    backend: upstream\n    upstreams:\n      - url: http://10.0.0.5:8000/v1/\n");
+    const fromFile = buildServeConfig({ config: file }, {});
+    assert.deepEqual(fromFile.models.map((model) => [model.backend, model.names]), [["upstream", ["pool"]]]);
+    const upstream = fromFile.models[0];
+    assert.ok(upstream?.backend === "upstream");
+    assert.equal(upstream.upstreams[0]?.url, "http://10.0.0.5:8000/v1", "trailing slash dropped");
+    assert.equal(upstream.upstreamModel, "pool");
+    const both = buildServeConfig({ config: file, model: "./a.gguf", modelName: ["a"] }, {});
+    assert.deepEqual(both.models.map((model) => [model.backend, model.names]), [["local", ["a"]], ["upstream", ["pool"]]]);
+    assert.throws(() => buildServeConfig({ config: file, modelName: ["a"] }, {}), /--model-name names the --model flag's model/);
+    assert.throws(() => buildServeConfig({ config: path.join(dir, "missing.yaml") }, {}), /cannot read the config file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
