@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type { AccessControl } from "../../src/access/access-control.js";
 import { LocalBackend } from "../../src/backends/local/local-backend.js";
 import { ModelRegistry } from "../../src/backends/registry.js";
 import { UpstreamBackend } from "../../src/backends/upstream/upstream-backend.js";
@@ -21,6 +22,8 @@ export const ADMIN_TOKEN = "gateway-admin-token-0123456789";
 export interface RunningGateway {
   readonly url: string;
   readonly registry: ModelRegistry;
+  /** Its keys and ledger (a fresh SQLite file). */
+  readonly access: AccessControl;
   /** GETs an admin route with the admin token. */
   admin<T>(route: string): Promise<T>;
   close(): Promise<void>;
@@ -47,6 +50,7 @@ export async function startGateway(yaml: string, options: { apiKeys?: readonly s
   return {
     url,
     registry,
+    access,
     admin: async <T>(route: string) => {
       const response = await fetch(`${url}${route}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
       if (response.status !== 200) throw new Error(`${route}: HTTP ${response.status} ${await response.text()}`);

@@ -12,7 +12,8 @@ import { after, afterEach, describe, test } from "node:test";
 import { freePort } from "../../bench/lib/processes.js";
 import { assertCompletionShape, assertUsage, chunksOf, expectError, streamedText, type Chunk, type Completion } from "../helpers/chat-assertions.js";
 import { readManifest, startFakeUpstream, type Behaviour, type FakeUpstream, type FixtureExpectation } from "../helpers/fake-upstream.js";
-import { startGateway, type RunningGateway } from "../helpers/gateway.js";
+import type { LedgerRow } from "../../src/access/types.js";
+import { ADMIN_TOKEN, startGateway, type RunningGateway } from "../helpers/gateway.js";
 import { postChat, readEvents } from "../helpers/parley.js";
 import { until } from "../helpers/wait.js";
 
@@ -209,6 +210,48 @@ describe("after the first byte", () => {
     controller.abort();
     await until(() => chats(bad)[0]?.closedAt !== undefined, "the upstream connection to close");
     assert.equal(chats(bad)[0]?.finishedAt, undefined, "the upstream was cut off, not left to finish");
+  });
+});
+
+describe("the usage ledger", () => {
+  test("every upstream request leaves its row: completed with the upstream's counts, failed, cut mid-stream, abandoned", async () => {
+    const { gateway, bad, good } = await pool({ kind: "ok" });
+    const created = await fetch(`${gateway.url}/admin/v1/keys`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ name: "ledger test" }),
+    });
+    const { secret } = (await created.json()) as { secret: string };
+    const send = (id: string, overrides: Record<string, unknown> = {}, signal?: AbortSignal) =>
+      postChat(gateway, body(overrides), { apiKey: secret, headers: { "x-request-id": id }, ...(signal === undefined ? {} : { signal }) });
+
+    await (await send("ledger-completed")).text();
+    bad.next({ kind: "status", status: 500, body: "boom" });
+    good.next({ kind: "status", status: 500, body: "boom" });
+    await (await send("ledger-failed")).text();
+    bad.next({ kind: "reset-after", chunks: 2 });
+    await (await send("ledger-cut", { stream: true })).text();
+    bad.next({ kind: "ok", text: "word ".repeat(100), tokenDelayMs: 50 });
+    const controller = new AbortController();
+    const abandoned = await send("ledger-abandoned", { stream: true, max_tokens: 500 }, controller.signal);
+    await abandoned.body!.getReader().read();
+    controller.abort();
+
+    const rows = new Map<string, LedgerRow>();
+    await until(async () => {
+      for (const row of await gateway.access.store.recentRequests(20)) rows.set(row.requestId, row);
+      return rows.size >= 4;
+    }, "four ledger rows");
+    const completed = rows.get("ledger-completed");
+    assert.equal(completed?.outcome, "completed");
+    assert.equal(completed?.model, "pool");
+    assert.ok((completed?.completionTokens ?? 0) > 0 && (completed?.promptTokens ?? 0) > 0, "the upstream's counts");
+    assert.equal(rows.get("ledger-failed")?.outcome, "failed");
+    assert.equal(rows.get("ledger-failed")?.status, 502);
+    assert.equal(rows.get("ledger-cut")?.outcome, "failed");
+    assert.equal(rows.get("ledger-cut")?.status, 200);
+    assert.ok((rows.get("ledger-cut")?.completionTokens ?? 0) >= 2, "the tokens streamed before the cut");
+    assert.equal(rows.get("ledger-abandoned")?.outcome, "abandoned");
   });
 });
 
