@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import secureJson from "secure-json-parse";
 import type { AccessControl, Principal } from "../access/access-control.js";
 import type { ModelRegistry } from "../backends/registry.js";
+import { upstreamGauges } from "../backends/upstream/upstream-backend.js";
 import { ApiError } from "../protocol/errors.js";
 import { acceptRequestId } from "../protocol/ids.js";
 import type { ParameterRanges } from "../protocol/parameters.js";
@@ -103,7 +104,11 @@ export function buildServer(options: ServerOptions): FastifyInstance {
   });
   const inFlight = options.inFlight ?? new InFlight();
   const live = new LiveLoad(options.registry);
-  const metrics = new Metrics(() => live.snapshot(), () => inFlight.size);
+  const metrics = new Metrics(
+    () => live.snapshot(),
+    () => inFlight.size,
+    () => upstreamGauges(options.registry),
+  );
   app.addHook("onResponse", async (request, reply) => {
     if (request.accounted) return;
     metrics.observeRequest(request.routeOptions.url ?? "(unmatched)", reply.statusCode, reply.elapsedTime);

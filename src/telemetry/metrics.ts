@@ -2,8 +2,9 @@
  * Prometheus metrics (prom-client, on a registry of Parley's own): requests by route,
  * model and status; request duration, time to first token and inter-token latency;
  * prompt, completion and cached tokens; and, read at scrape time, queue depth, busy and
- * free sequences, in-flight requests and each model's load state. Labels take only
- * route patterns and served model names, so their cardinality stays bounded.
+ * free sequences, in-flight requests, each model's load state, and each upstream server's
+ * breaker state and traffic. Labels take only route patterns, served model names and
+ * upstream positions, so their cardinality stays bounded.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { BackendState } from "../backends/backend.js";
@@ -27,6 +28,19 @@ export interface ChatObservation {
   readonly cachedTokens: number;
 }
 
+/** One upstream server of a pool, as the gauges read it (see backends/upstream). */
+export interface UpstreamGaugeSource {
+  readonly model: string;
+  /** Its position in the pool's config, "0", "1", …: /metrics needs no auth, so no addresses. */
+  readonly upstream: string;
+  readonly state: "closed" | "open" | "half_open";
+  readonly inFlight: number;
+  readonly requests: number;
+  readonly failures: number;
+}
+
+const BREAKER_STATES = ["closed", "open", "half_open"] as const;
+
 const STATES: readonly BackendState[] = ["loading", "ready", "failed", "disposed"];
 /** Seconds: from sub-millisecond overheads to multi-minute generations. */
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -40,7 +54,7 @@ export class Metrics {
   readonly #interToken: Histogram<"model">;
   readonly #tokens: Counter<"model" | "kind">;
 
-  constructor(models: () => readonly ModelGaugeSource[], inFlight: () => number) {
+  constructor(models: () => readonly ModelGaugeSource[], inFlight: () => number, upstreams: () => readonly UpstreamGaugeSource[] = () => []) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "parley_" });
     this.#requests = new Counter({ name: "parley_requests_total", help: "Requests answered, by route, model and HTTP status.", labelNames: ["route", "model", "status"], registers });
@@ -72,6 +86,18 @@ export class Metrics {
       for (const model of models()) for (const state of STATES) set({ model: model.id, state }, model.state === state ? 1 : 0);
     });
     gauge("parley_requests_in_flight", "Chat requests being served now (waiting or generating).", [], (set) => set({}, inFlight()));
+    gauge("parley_upstream_state", "1 for each upstream server's circuit-breaker state (closed: in rotation, open: ejected, half_open: due a trial).", ["model", "upstream", "state"], (set) => {
+      for (const server of upstreams()) for (const state of BREAKER_STATES) set({ model: server.model, upstream: server.upstream, state }, server.state === state ? 1 : 0);
+    });
+    gauge("parley_upstream_in_flight", "Requests in flight to each upstream server.", ["model", "upstream"], (set) => {
+      for (const server of upstreams()) set({ model: server.model, upstream: server.upstream }, server.inFlight);
+    });
+    gauge("parley_upstream_attempts", "Attempts sent to each upstream server since start, retries included.", ["model", "upstream"], (set) => {
+      for (const server of upstreams()) set({ model: server.model, upstream: server.upstream }, server.requests);
+    });
+    gauge("parley_upstream_failures", "Failed attempts on each upstream server since start.", ["model", "upstream"], (set) => {
+      for (const server of upstreams()) set({ model: server.model, upstream: server.upstream }, server.failures);
+    });
   }
 
   observeRequest(route: string, status: number, durationMs: number, model: string | null = null): void {

@@ -269,6 +269,11 @@ describe("health", () => {
     assert.equal(view.state, "open");
     assert.ok(view.retry_at !== null);
     assert.match(view.last_error ?? "", /HTTP 500/);
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    assert.match(metrics, /parley_upstream_state\{model="pool",upstream="0",state="open"\} 1/);
+    assert.match(metrics, /parley_upstream_failures\{model="pool",upstream="0"\} 2/);
+    assert.match(metrics, /parley_upstream_attempts\{model="pool",upstream="1"\} 4/);
+    assert.ok(!metrics.includes("127.0.0.1"), "/metrics needs no auth, so it names upstreams by position only");
 
     bad.setDefault({ kind: "ok" });
     await until(async () => (await gateway.admin<{ data: PoolView[] }>("/admin/v1/upstreams")).data[0]!.upstreams[0]!.state === "half_open", "the backoff to end");

@@ -11,6 +11,8 @@
  */
 import type { Dispatcher } from "undici";
 import type { UpstreamModelConfig } from "../../config/model-file.js";
+import type { UpstreamGaugeSource } from "../../telemetry/metrics.js";
+import type { ModelRegistry } from "../registry.js";
 import { ApiError } from "../../protocol/errors.js";
 import type { Admission, Backend, BackendState, Generation, GenerationEvent, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
 import { createBalancer, type Balancer, type RoutedPrompt } from "./balancer.js";
@@ -250,4 +252,23 @@ export class UpstreamBackend implements Backend {
       }
     }
   }
+}
+
+/** The models of `registry` that are upstream pools. */
+export function upstreamPools(registry: ModelRegistry): UpstreamBackend[] {
+  return registry.backends().filter((backend): backend is UpstreamBackend => backend instanceof UpstreamBackend);
+}
+
+/** Every upstream server of every pool in `registry`, for the Prometheus gauges. */
+export function upstreamGauges(registry: ModelRegistry): UpstreamGaugeSource[] {
+  return upstreamPools(registry).flatMap((backend) =>
+      backend.view().upstreams.map((server, index) => ({
+        model: backend.info.id,
+        upstream: String(index),
+        state: server.state,
+        inFlight: server.in_flight,
+        requests: server.requests,
+        failures: server.failures,
+      })),
+    );
 }

@@ -9,7 +9,7 @@ import { KeyService } from "../../access/key-service.js";
 import { keyView, parseKeySpec } from "../../access/key-spec.js";
 import { parseUsageQuery, usageView } from "../../access/usage-query.js";
 import type { ModelRegistry } from "../../backends/registry.js";
-import { UpstreamBackend } from "../../backends/upstream/upstream-backend.js";
+import { upstreamPools } from "../../backends/upstream/upstream-backend.js";
 import { ApiError } from "../../protocol/errors.js";
 
 type IdParams = { Params: { id: string } };
@@ -60,9 +60,6 @@ export function registerAdminRoutes(app: FastifyInstance, access: AccessControl,
   // and last error (addresses are shown here, to the operator; never to API clients).
   app.get("/admin/v1/upstreams", async () => ({
     object: "list",
-    data: registry
-      .backends()
-      .filter((backend): backend is UpstreamBackend => backend instanceof UpstreamBackend)
-      .map((backend) => backend.view()),
+    data: upstreamPools(registry).map((pool) => pool.view()),
   }));
 }
