@@ -4,7 +4,7 @@
  * - `least_outstanding` (default): fewest requests in flight per unit of weight; ties go
  *   round the pool so that an idle pool still spreads its load.
  * - `weighted_round_robin`: smooth weighted round robin (nginx's), so weights 2:1 send
- *   A A B rather than A, A, …, B.
+ *   A B A, A B A rather than A A B, A A B.
  * - `prefix_affinity`: the upstream that served the longest prefix of this prompt before,
  *   when that prefix covers at least `minMatch` of the prompt and that upstream is not
  *   overloaded against the idlest (more than `balanceAbs` more in flight and `balanceRel`

@@ -84,14 +84,16 @@ function matchedStop(choice: Json): string | null {
 
 /** The message of an error body in any upstream's shape (OpenAI, vLLM flat, TGI, plain text). */
 export function upstreamErrorMessage(body: unknown): string | null {
-  if (typeof body === "string") return body.trim() === "" ? null : body.trim();
+  const text = (value: unknown): string | null => (typeof value === "string" && value.trim() !== "" ? value.trim() : null);
+  if (typeof body === "string") return text(body);
   if (!isObject(body)) return null;
-  if (typeof body.message === "string") return body.message; // vLLM: {"object":"error","message":…}
   const error = body.error;
-  if (typeof error === "string") return error; // TGI: {"error":"…","error_type":"…"}
-  if (isObject(error) && typeof error.message === "string") return error.message; // OpenAI, llama-server, Ollama
-  if (typeof body.detail === "string") return body.detail; // FastAPI validation
-  return null;
+  return (
+    text(body.message) ?? // vLLM: {"object":"error","message":…}
+    text(error) ?? // TGI: {"error":"…","error_type":"…"}
+    (isObject(error) ? text(error.message) : null) ?? // OpenAI, llama-server, Ollama
+    text(body.detail) // FastAPI validation
+  );
 }
 
 function parseJson(data: string, what: string): Json {
@@ -108,7 +110,8 @@ function parseJson(data: string, what: string): Json {
 /** Reads one SSE `data` payload (not `[DONE]`) of a streamed chat completion. */
 export function readChunk(data: string): ChunkReading {
   const chunk = parseJson(data, "a stream event");
-  if (chunk.error !== undefined && chunk.choices === undefined) {
+  // An error event: nested ({"error": {…}}, most servers) or flat ({"object": "error", …}, vLLM's error body).
+  if ((chunk.error !== undefined || chunk.object === "error") && chunk.choices === undefined) {
     return { text: "", finishReason: null, matchedStop: null, usage: null, error: upstreamErrorMessage(chunk) ?? "unknown upstream error" };
   }
   const choices = chunk.choices;

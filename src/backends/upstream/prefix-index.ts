@@ -8,12 +8,15 @@
  */
 import { createHash } from "node:crypto";
 
-/** The chained block keys of a prompt text; only whole blocks. */
+/**
+ * The chained block keys of a prompt text; only whole blocks. Hashed as UTF-16 code units,
+ * so a block boundary inside a surrogate pair cannot make two different prompts collide.
+ */
 export function prefixBlocks(text: string, blockChars: number): string[] {
   const keys: string[] = [];
   let previous = "";
   for (let end = blockChars; end <= text.length; end += blockChars) {
-    previous = createHash("sha1").update(previous).update(text.slice(end - blockChars, end)).digest("base64");
+    previous = createHash("sha1").update(previous).update(text.slice(end - blockChars, end), "utf16le").digest("base64");
     keys.push(previous);
   }
   return keys;
@@ -60,7 +63,9 @@ export class PrefixIndex<Holder> {
 
   /** `holder` now holds every block of `keys` (refreshing their recency). */
   record(keys: readonly string[], holder: Holder): void {
-    for (const key of keys) {
+    // Deepest first, so that eviction takes a prompt's tail before its head: `match` stops at
+    // the first missing block, and a tail without its head would be unreachable.
+    for (const key of [...keys].reverse()) {
       const holders = this.#blocks.get(key) ?? new Set<Holder>();
       this.#blocks.delete(key);
       holders.add(holder);

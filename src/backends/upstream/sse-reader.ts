@@ -12,7 +12,10 @@ export class UpstreamProtocolError extends Error {
   override readonly name = "UpstreamProtocolError";
 }
 
-/** Largest event Parley will buffer from an upstream before giving up on it (1 MiB). */
+/**
+ * Largest unfinished line, in characters, Parley buffers from an upstream before giving up on
+ * it (about 1 MiB): a guard against a stream that never ends its line, not an exact event cap.
+ */
 const MAX_EVENT_BYTES = 1024 * 1024;
 
 export async function* readSseData(body: AsyncIterable<Uint8Array>): AsyncGenerator<string, void, undefined> {
@@ -31,8 +34,8 @@ export async function* readSseData(body: AsyncIterable<Uint8Array>): AsyncGenera
   });
   for await (const bytes of body) {
     parser.feed(decoder.decode(bytes, { stream: true }));
-    if (failure !== undefined) throw failure;
     while (ready.length > 0) yield ready.shift() as string;
+    if (failure !== undefined) throw failure;
   }
   parser.feed(decoder.decode());
   // A final event without its blank line still counts: some servers close right after `data: [DONE]`.

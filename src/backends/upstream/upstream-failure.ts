@@ -35,9 +35,14 @@ export function redact(message: string, secrets: readonly string[] = []): string
   for (const secret of secrets) if (secret.length >= 4) text = text.split(secret).join("[redacted]");
   text = text
     .replace(/\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+/gi, "[upstream]")
-    .replace(/\[[0-9a-f:]+\](:\d+)?/gi, "[upstream]")
+    // Bracketed IPv6 (with a colon inside, so `messages[1]` is left alone), then bare IPv6
+    // as Node writes it (`ECONNREFUSED ::1:8000`), leaving times such as 12:30:45.
+    .replace(/\[[0-9a-f]*:[0-9a-f:.]*(%[\w.]+)?\](:\d+)?/gi, "[upstream]")
+    .replace(/(?<![\w:.])[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,8}(%[\w.]+)?(?![\w:])/gi, (run) => (run.includes("::") || run.split(":").length > 4 ? "[upstream]" : run))
     .replace(/\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b/g, "[upstream]")
     .replace(/\blocalhost(:\d+)?\b/gi, "[upstream]")
+    // host.name:port outside a URL
+    .replace(/\b[a-z0-9-]+(\.[a-z0-9-]+)+:\d{1,5}\b/gi, "[upstream]")
     .replace(/\b(Bearer\s+)\S+/gi, "$1[redacted]");
   return text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE)}…` : text;
 }
@@ -47,12 +52,14 @@ export function parseRetryAfter(value: string | string[] | undefined, now = Date
   const raw = Array.isArray(value) ? value[0] : value;
   if (raw === undefined || raw.trim() === "") return undefined;
   if (/^\s*\d+(\.\d+)?\s*$/.test(raw)) return Math.round(Number(raw) * 1000);
+  // Every HTTP-date form names a month and gives hh:mm:ss; Date.parse alone accepts "-1".
+  if (!/[a-z]{3}\b.*\b\d{1,2}:\d{2}:\d{2}\b/i.test(raw)) return undefined;
   const date = Date.parse(raw);
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
 /** How vLLM, SGLang, TGI, llama-server, Ollama and OpenAI word "the prompt does not fit". */
-const CONTEXT_LENGTH = /context length|context window|maximum context|too many tokens|exceeds? the (available )?context|prompt is too long|input.*too long|n_ctx|tokens \+ `?max_new_tokens`? must be <=/i;
+const CONTEXT_LENGTH = /context length|context window|maximum context|too many tokens|exceeds? the (available )?context|prompt is too long|input.*too long|n_ctx|tokens \+ `?max_new_tokens`? must be <=|`?inputs`? must have less than \d+ tokens/i;
 
 const failed = (detail: string) => new ApiError("upstream_error", `The upstream inference server failed: ${detail}`);
 
