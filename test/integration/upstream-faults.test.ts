@@ -316,6 +316,14 @@ describe("recorded transcripts of real servers, replayed split every 3 bytes", a
     await upstream.close();
   });
 
+  test("an upstream that ignores stream: true and sends one JSON body is still streamed to the client", async () => {
+    const fixture = (await readManifest()).find((entry) => entry.file === "vllm.json");
+    upstream.next({ kind: "replay", file: "vllm.json" });
+    const chunks = await expectStreamed(gateway, { stream_options: { include_usage: true } });
+    assert.equal(streamedText(chunks), (fixture?.expect as FixtureExpectation).content);
+    assert.equal((chunks.at(-1) as unknown as { usage: { completion_tokens: number } }).usage.completion_tokens, (fixture?.expect as FixtureExpectation).completionTokens);
+  });
+
   for (const fixture of await readManifest()) {
     test(`${fixture.file} (${fixture.server})`, async () => {
       upstream.next({ kind: "replay", file: fixture.file, splitEvery: 3 });

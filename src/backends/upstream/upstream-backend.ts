@@ -202,7 +202,9 @@ export class UpstreamBackend implements Backend {
       const state = new StreamState();
       const body = response.body;
       const common = { server, call, state, estimatedPromptTokens: prompt.promptTokens, stop: prompt.stop, idleMs: timeouts.idleMs, clientSignal: signal, destroy: () => body.destroy() };
-      if (!prompt.stream) {
+      // A server that ignores `stream: true` and answers with one JSON body is read as such.
+      const json = String(response.headers["content-type"] ?? "").includes("application/json");
+      if (!prompt.stream || json) {
         const answer = readCompletion(await readText(body, MAX_BODY_BYTES));
         state.finishReason = answer.finishReason;
         state.matchedStop = answer.matchedStop;
