@@ -7,7 +7,8 @@
  *
  * Aggregate tokens/s = all completion tokens after each stream's first, over the time
  * from the first stream's first token to the last stream's last token. Medians over
- * rounds; servers alternate per round. Results: bench/results/concurrency.md.
+ * rounds; servers alternate per round. Results: bench/results/concurrency.md, and the same
+ * numbers as bench/results/concurrency.json (read by bench/plot.ts).
  */
 import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -67,6 +68,7 @@ async function batchedBench(model: string): Promise<Map<number, number>> {
 async function main(): Promise<void> {
   const model = await benchModel();
   const rows: string[] = [];
+  const levels: Array<{ streams: number; llamaServer: number; parley: number; batchedBench: number | null; rounds: Record<string, number[]> }> = [];
   const native = await batchedBench(model);
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams };
@@ -88,6 +90,7 @@ async function main(): Promise<void> {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
+    levels.push({ streams, llamaServer: server, parley, batchedBench: Number.isFinite(ceiling) ? ceiling : null, rounds: Object.fromEntries(results) });
     rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |`);
   }
   const report = [
@@ -109,6 +112,9 @@ async function main(): Promise<void> {
   ].join("\n");
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(path.join(RESULTS, "concurrency.md"), report);
+  const measuredAt = new Date().toISOString();
+  const settings = { threads: THREADS, tokens: TOKENS, rounds: ROUNDS, model: "synthetic Qwen2-0.5B q8_0", cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, node: process.version };
+  writeFileSync(path.join(RESULTS, "concurrency.json"), `${JSON.stringify({ measuredAt, unit: "aggregate decode tokens/s", ...settings, levels }, null, 2)}\n`);
   console.log(`\n${report}`);
 }
 
