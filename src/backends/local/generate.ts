@@ -5,6 +5,7 @@
  */
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import type { GenerationEvent, GenerationRequest } from "../backend.js";
+import type { DecodeLoop, Sampling } from "./decode-loop.js";
 import { StopMatcher } from "./stop-matcher.js";
 import { TokenDecoder } from "./token-decoder.js";
 
@@ -21,6 +22,34 @@ export interface GenerationInput {
   readonly usage?: { cachedTokens: number; completionTokens: number };
 }
 
+/**
+ * The sampler settings of each step of a request. Seeded requests sample each step with a
+ * seed derived from theirs (reproducible); others with a fresh random one (node-llama-cpp
+ * makes a sampler per step here, so one fixed seed would repeat its draw every step).
+ * Penalties look at the last `PENALTY_WINDOW` sampled tokens.
+ */
+export function stepSampling(request: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "presencePenalty" | "frequencyPenalty">): Sampling {
+  const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
+  const seedFor = (step: number): number =>
+    request.seed !== undefined ? (Math.abs(request.seed) + step * 0x9e3779b1) % 0x1_0000_0000 : Math.floor(Math.random() * 0x1_0000_0000);
+  return (step, sampled) => ({
+    temperature: request.temperature,
+    topP: request.topP,
+    seed: seedFor(step),
+    ...(penalize
+      ? {
+          repeatPenalty: {
+            punishTokens: sampled.slice(-PENALTY_WINDOW),
+            maxPunishTokens: PENALTY_WINDOW,
+            penalty: 1,
+            presencePenalty: request.presencePenalty,
+            frequencyPenalty: request.frequencyPenalty,
+          },
+        }
+      : {}),
+  });
+}
+
 export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
   const limit = Math.min(a.length, b.length);
   let index = 0;
@@ -30,6 +59,7 @@ export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): nu
 
 export async function* generate(
   model: LlamaModel,
+  decodeLoop: DecodeLoop,
   sequence: LlamaContextSequence,
   input: GenerationInput,
   signal: AbortSignal,
@@ -43,27 +73,11 @@ export async function* generate(
 
   if (input.usage !== undefined) input.usage.cachedTokens = reused;
   const generated: Token[] = [];
-  const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
   const decoder = new TokenDecoder((tokens, lastTokens) => model.detokenize(tokens, false, lastTokens));
   const clientStops = new StopMatcher(request.stop);
   const templateStops = new StopMatcher(input.templateStops);
 
-  const tokens = sequence.evaluate(promptTokens.slice(reused), {
-    temperature: request.temperature,
-    topP: request.topP,
-    ...(request.seed !== undefined ? { seed: request.seed } : {}),
-    ...(penalize
-      ? {
-          repeatPenalty: {
-            punishTokens: () => generated.slice(-PENALTY_WINDOW),
-            maxPunishTokens: PENALTY_WINDOW,
-            penalty: 1,
-            presencePenalty: request.presencePenalty,
-            frequencyPenalty: request.frequencyPenalty,
-          },
-        }
-      : {}),
-  });
+  const tokens = decodeLoop.tokens(sequence, promptTokens.slice(reused), stepSampling(request), request.maxTokens);
 
   const finish = (finishReason: "stop" | "length", stopReason: string | null): GenerationEvent => ({
     type: "finish",
@@ -76,6 +90,7 @@ export async function* generate(
 
   for await (const token of tokens) {
     if (signal.aborted) return;
+    if (model.isEogToken(token)) break; // the model ended its turn; the EOG token is not text
     generated.push(token);
     input.onToken?.();
     if (input.usage !== undefined) input.usage.completionTokens = generated.length;

@@ -14,6 +14,7 @@ import {
 } from "node-llama-cpp";
 import { ApiError } from "../../protocol/errors.js";
 import type { Admission, Backend, BackendState, Generation, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
+import { DecodeLoop } from "./decode-loop.js";
 import { commonPrefixLength, generate } from "./generate.js";
 import { renderPrompt } from "./render-prompt.js";
 import { SlotQueue } from "./slot-queue.js";
@@ -50,6 +51,8 @@ interface Loaded {
   readonly queue: SlotQueue<LlamaContextSequence>;
   /** When each sequence last started a generation, for least-recently-used choices. */
   readonly lastUsed: Map<LlamaContextSequence, number>;
+  /** Decodes every running sequence's next token in one batch per step. */
+  readonly decodeLoop: DecodeLoop;
 }
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
@@ -104,7 +107,7 @@ export class LocalBackend implements Backend {
       const context = await model.createContext({ contextSize, sequences: parallel, threads });
       const sequences = Array.from({ length: parallel }, () => context.getSequence());
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
-      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map() };
+      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map(), decodeLoop: new DecodeLoop() };
       this.#state = this.#state === "disposed" ? "disposed" : "ready";
     } catch (error) {
       this.#failure = error instanceof Error ? error.message : String(error);
@@ -195,7 +198,7 @@ export class LocalBackend implements Backend {
         this.#generatedTokens += 1;
       },
     };
-    const events = generate(loaded.model, sequence, input, signal);
+    const events = generate(loaded.model, loaded.decodeLoop, sequence, input, signal);
     let released = false;
     const release = (): void => {
       if (released) return;
