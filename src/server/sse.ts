@@ -2,6 +2,10 @@
  * Writes a Server-Sent Events response on a raw Node response: `data: <json>\n\n` per
  * event and `data: [DONE]\n\n` at the end, honouring back-pressure so a slow client
  * slows generation instead of growing a buffer.
+ *
+ * The headers are not flushed on their own: the route creates the writer only once the
+ * first event is in hand and sends it at once, so the headers leave in the same write as
+ * the first events (Node corks the socket for the rest of the tick on a chunked write).
  */
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
@@ -19,7 +23,6 @@ export class SseWriter {
       "x-accel-buffering": "no",
       "x-request-id": requestId,
     });
-    response.flushHeaders();
   }
 
   get open(): boolean {
