@@ -11,7 +11,8 @@
  * running generation has been given its result, and ends when all of them have a token.
  *
  * A generation whose reader falls behind by `MAX_AHEAD` tokens sits steps out, so a slow
- * client cannot make the others wait, nor run far ahead of what it reads.
+ * client cannot make the others wait, nor run far ahead of what it reads. A new prompt's
+ * prefill rides in the same batches but is not waited for by the step.
  */
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
 
@@ -62,9 +63,20 @@ class Participant {
     this.#onRead = onRead;
   }
 
-  /** Takes part in the next step: open, under its limit, no error pending, and not too far ahead of its reader. */
+  /** Takes part in the next step: open, idle, under its limit, no error pending, and not too far ahead of its reader. */
   get eager(): boolean {
-    return !this.closed && this.#step < this.#limit && this.#ready.length < MAX_AHEAD && !this.#ready.some((outcome) => "error" in outcome);
+    return (
+      !this.closed &&
+      this.#inFlight === undefined &&
+      this.#step < this.#limit &&
+      this.#ready.length < MAX_AHEAD &&
+      !this.#ready.some((outcome) => "error" in outcome)
+    );
+  }
+
+  /** Its next evaluation is a prompt (more than one token), not one decoded token. */
+  get prefilling(): boolean {
+    return this.#input.length > 1;
   }
 
   /** Queues this step's decode (synchronously, so every participant lands in one batch). */
@@ -83,7 +95,9 @@ class Participant {
       (error: unknown): Outcome => ({ error }),
     );
     this.#inFlight = evaluated;
-    return evaluated;
+    return evaluated.finally(() => {
+      if (this.#inFlight === evaluated) this.#inFlight = undefined;
+    });
   }
 
   /**
@@ -91,11 +105,7 @@ class Participant {
    * be handed to another request without a decode still writing to its cache.
    */
   async settled(): Promise<void> {
-    while (this.#inFlight !== undefined) {
-      const running = this.#inFlight;
-      await running;
-      if (this.#inFlight === running) this.#inFlight = undefined;
-    }
+    while (this.#inFlight !== undefined) await this.#inFlight.catch(() => undefined);
   }
 
   deliver(outcome: Outcome): void {
@@ -200,8 +210,20 @@ export class DecodeLoop {
           });
           continue;
         }
-        const outcomes = await Promise.all(stepping.map((participant) => participant.evaluate()));
-        outcomes.forEach((outcome, index) => stepping[index]?.deliver(outcome));
+        // Every evaluation is queued in this same tick, so they share one batch. A prompt's
+        // prefill is not waited for: the step's decodes resolve after the first batch, while
+        // a long prompt may take several; it joins the steps once its first token is out.
+        const decoding = stepping.filter((participant) => !participant.prefilling);
+        for (const participant of stepping) {
+          if (participant.prefilling) {
+            void participant.evaluate().then((outcome) => {
+              participant.deliver(outcome);
+              this.#nudge();
+            });
+          }
+        }
+        const outcomes = await Promise.all(decoding.map((participant) => participant.evaluate()));
+        outcomes.forEach((outcome, index) => decoding[index]?.deliver(outcome));
       }
     } finally {
       this.#running = false;
