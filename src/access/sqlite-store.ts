@@ -4,6 +4,11 @@
  * hands before the call returns, so it survives the process being killed (SIGKILL);
  * only a power loss or kernel crash can take the last commits. Every call is
  * synchronous underneath and wrapped in a promise to fit `AccessStore`.
+ *
+ * Ledger rows are group-committed: the rows appended in one turn of the event loop are
+ * inserted in one transaction at the end of that turn (`setImmediate`), and each row's
+ * promise resolves only after that commit. Under load this shares the transaction and its
+ * WAL pages among many requests; alone, a row waits only for the rest of its turn.
  */
 import Database from "better-sqlite3";
 import { pendingMigrations } from "./migrations.js";
@@ -69,9 +74,24 @@ const GROUP_EXPRESSIONS: Record<UsageGrouping, string> = {
   none: "'all'",
 };
 
+type LedgerParameters = [string, string | null, string | null, number, number, number, number, string, string | null, number | null, number, number];
+
+interface QueuedRow {
+  readonly parameters: LedgerParameters;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
+const INSERT_LEDGER = `INSERT INTO ledger (request_id, key_id, model, prompt_tokens, completion_tokens,
+   cached_tokens, status, outcome, finish_reason, ttft_ms, duration_ms, created_at)
+ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+
 export class SqliteStore implements AccessStore {
   readonly #db: Database.Database;
   readonly #statements = new Map<string, Database.Statement>();
+  /** Ledger rows waiting for this turn's group commit. */
+  #queued: QueuedRow[] = [];
+  readonly #insertAll: Database.Transaction<(batch: readonly QueuedRow[]) => void>;
 
   /** Opens (creating if needed) the database file; call `migrate()` before use. */
   constructor(file: string, options: SqliteStoreOptions = {}) {
@@ -84,6 +104,10 @@ export class SqliteStore implements AccessStore {
       this.#db.close();
       throw error;
     }
+    this.#insertAll = this.#db.transaction((batch: readonly QueuedRow[]) => {
+      const insert = this.#statement(INSERT_LEDGER);
+      for (const queued of batch) insert.run(...queued.parameters);
+    });
   }
 
   async migrate(): Promise<void> {
@@ -171,25 +195,62 @@ export class SqliteStore implements AccessStore {
     return this.#statement("SELECT EXISTS (SELECT 1 FROM keys)").pluck().get() === 1;
   }
 
-  async appendLedger(row: LedgerRow): Promise<void> {
-    this.#statement(
-      `INSERT INTO ledger (request_id, key_id, model, prompt_tokens, completion_tokens,
-         cached_tokens, status, outcome, finish_reason, ttft_ms, duration_ms, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ).run(
-      row.requestId,
-      row.keyId,
-      row.model,
-      row.promptTokens,
-      row.completionTokens,
-      row.cachedTokens,
-      row.status,
-      row.outcome,
-      row.finishReason,
-      row.timeToFirstTokenMs,
-      row.durationMs,
-      millis(row.createdAt),
-    );
+  appendLedger(row: LedgerRow): Promise<void> {
+    let parameters: LedgerParameters;
+    try {
+      parameters = [
+        row.requestId,
+        row.keyId,
+        row.model,
+        row.promptTokens,
+        row.completionTokens,
+        row.cachedTokens,
+        row.status,
+        row.outcome,
+        row.finishReason,
+        row.timeToFirstTokenMs,
+        row.durationMs,
+        millis(row.createdAt),
+      ];
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      this.#queued.push({ parameters, resolve, reject });
+      if (this.#queued.length === 1) setImmediate(() => this.#commitQueued());
+    });
+  }
+
+  /**
+   * Inserts every queued row in one transaction, then resolves their promises. If the
+   * transaction fails (one row breaks a constraint, say), each row is retried on its own
+   * so that only the rows that fail are rejected.
+   */
+  #commitQueued(): void {
+    const batch = this.#queued;
+    if (batch.length === 0) return;
+    this.#queued = [];
+    if (batch.length > 1) {
+      try {
+        this.#insertAll.immediate(batch);
+      } catch {
+        for (const queued of batch) this.#commitOne(queued);
+        return;
+      }
+      for (const queued of batch) queued.resolve();
+      return;
+    }
+    this.#commitOne(batch[0] as QueuedRow);
+  }
+
+  #commitOne(queued: QueuedRow): void {
+    try {
+      this.#statement(INSERT_LEDGER).run(...queued.parameters);
+    } catch (error) {
+      queued.reject(error);
+      return;
+    }
+    queued.resolve();
   }
 
   async usage(query: UsageQuery): Promise<UsageBucket[]> {
@@ -252,7 +313,9 @@ export class SqliteStore implements AccessStore {
 
   /** Idempotent. */
   async close(): Promise<void> {
-    if (this.#db.open) this.#db.close();
+    if (!this.#db.open) return;
+    this.#commitQueued(); // rows appended just before closing are still written
+    this.#db.close();
   }
 
   #statement(sql: string): Database.Statement {

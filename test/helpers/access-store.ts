@@ -127,7 +127,8 @@ export function unicodeNoise(length: number): string {
 /**
  * What the second process does with the store it opened:
  * - `migrate`: prints `migrated` and exits (opening migrates);
- * - `append`: appends ledger rows `durable-0`, `durable-1`, … one after another and prints
+ * - `append`: appends ledger rows `durable-0`, `durable-1`, … four at a time (appended in
+ *   the same tick, so a store that commits them together is tested too) and prints
  *   `appended <requestId>` as soon as each append has resolved, until killed. Writes to a
  *   pipe are synchronous on Linux, so a printed line means the append had resolved.
  */
@@ -141,12 +142,14 @@ const CHILD_SOURCE = (mode: ChildMode, options: OpenStoreOptions): string => `
     process.stdout.write("migrated\\n");
     await store.close();
   } else {
-    for (let index = 0; ; index += 1) {
-      const requestId = "durable-" + index;
-      await store.appendLedger({ requestId, keyId: null, model: "durable-model", promptTokens: 3,
-        completionTokens: 4, cachedTokens: 0, status: 200, outcome: "completed", finishReason: "stop",
-        timeToFirstTokenMs: 1.5, durationMs: 2.5, createdAt: new Date() });
-      process.stdout.write("appended " + requestId + "\\n");
+    for (let index = 0; ; index += 4) {
+      await Promise.all([0, 1, 2, 3].map(async (offset) => {
+        const requestId = "durable-" + (index + offset);
+        await store.appendLedger({ requestId, keyId: null, model: "durable-model", promptTokens: 3,
+          completionTokens: 4, cachedTokens: 0, status: 200, outcome: "completed", finishReason: "stop",
+          timeToFirstTokenMs: 1.5, durationMs: 2.5, createdAt: new Date() });
+        process.stdout.write("appended " + requestId + "\\n");
+      }));
     }
   }
 `;

@@ -165,6 +165,20 @@ function accessStoreSuite(name: string, fresh: (() => Promise<TestDatabase>) | {
       assert.deepEqual(await store.recentRequests(10), []);
     }));
 
+    test("rows appended together are each stored, and a refused one fails alone", withStore(async (store) => {
+      await store.createKey(KEY_A);
+      const appended = await Promise.allSettled([
+        store.appendLedger(row({ requestId: "together-1", keyId: KEY_A.id, promptTokens: 1 })),
+        store.appendLedger(row({ requestId: "together-2", keyId: "key_unknown" })),
+        store.appendLedger(row({ requestId: "together-3", keyId: KEY_A.id, promptTokens: 2 })),
+        store.appendLedger(row({ requestId: "together-4", createdAt: new Date(Number.NaN) })),
+      ]);
+      assert.deepEqual(appended.map((result) => result.status), ["fulfilled", "rejected", "fulfilled", "rejected"]);
+      const stored = (await store.recentRequests(10)).map((ledgerRow) => ledgerRow.requestId).sort();
+      assert.deepEqual(stored, ["together-1", "together-3"]);
+      assert.equal(await store.tokensUsed(KEY_A.id, null), 3);
+    }));
+
     test("usage groups by day, key, model and none, and filters", withStore(async (store) => {
       await store.createKey(KEY_A);
       await store.createKey(KEY_B);
