@@ -20,7 +20,7 @@ import { readCompletion } from "./normalise.js";
 import { prefixBlocks, promptText } from "./prefix-index.js";
 import { RetryBudget } from "./retry-budget.js";
 import { readSseData } from "./sse-reader.js";
-import { UpstreamCall } from "./upstream-call.js";
+import { UpstreamCall, type PhaseDeadline } from "./upstream-call.js";
 import { classifyError, statusFailure, UpstreamFailure } from "./upstream-failure.js";
 import { finishEvent, StreamState, UpstreamGeneration } from "./upstream-generation.js";
 import { UpstreamServer, type UpstreamView } from "./upstream-server.js";
@@ -35,6 +35,9 @@ interface UpstreamPrompt extends PreparedPrompt, RoutedPrompt {
 const CHARS_PER_TOKEN = 4;
 /** Largest error or non-streamed body read from an upstream. */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
+const NO_FIRST_TOKEN: PhaseDeadline = (ms) => `no first token within ${ms} ms`;
+const NO_ANSWER: PhaseDeadline = (ms) => `no answer within ${ms} ms`;
 
 export interface UpstreamPoolView {
   readonly model: string;
@@ -193,7 +196,8 @@ export class UpstreamBackend implements Backend {
     let handedOver = false;
     server.begin();
     try {
-      call.phase(prompt.stream ? `no first token within ${timeouts.firstTokenMs} ms` : `no answer within ${timeouts.totalMs} ms`, prompt.stream ? timeouts.firstTokenMs : timeouts.totalMs);
+      if (prompt.stream) call.phase(NO_FIRST_TOKEN, timeouts.firstTokenMs);
+      else call.phase(NO_ANSWER, timeouts.totalMs);
       response = await server.post(prompt.body, call.signal);
       if (response.statusCode !== 200) {
         const text = await readText(response.body, MAX_BODY_BYTES);

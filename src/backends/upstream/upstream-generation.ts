@@ -7,7 +7,7 @@
 import { ApiError } from "../../protocol/errors.js";
 import type { Generation, GenerationEvent } from "../backend.js";
 import { readChunk, type UpstreamUsage } from "./normalise.js";
-import type { UpstreamCall } from "./upstream-call.js";
+import type { PhaseDeadline, UpstreamCall } from "./upstream-call.js";
 import { classifyError, redact, transportFailure, UpstreamFailure } from "./upstream-failure.js";
 import type { UpstreamServer } from "./upstream-server.js";
 
@@ -101,7 +101,7 @@ export class UpstreamGeneration implements Generation {
     if (rest === undefined || complete) return;
     try {
       while (true) {
-        call.phase(`no data for ${this.#parts.idleMs} ms mid-stream`, this.#parts.idleMs);
+        call.phase(SILENT_MID_STREAM, this.#parts.idleMs);
         const next = await rest.next();
         if (next.done === true) {
           if (state.finishReason === null && !state.done) throw transportFailure("reset", "the stream ended before the answer was complete");
@@ -150,6 +150,8 @@ export class UpstreamGeneration implements Generation {
     }
   }
 }
+
+const SILENT_MID_STREAM: PhaseDeadline = (ms) => `no data for ${ms} ms mid-stream`;
 
 /** How long a finished answer's trailing bytes are waited for before the connection is dropped. */
 const DRAIN_MS = 1000;

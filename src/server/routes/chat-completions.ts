@@ -36,13 +36,27 @@ export interface ChatRouteOptions {
 
 const SHUTDOWN_MESSAGE = "The server is shutting down: this response was cut short at the drain deadline.";
 
-/** Aborts when the client goes away before the response is complete. */
-function abortOnDisconnect(reply: FastifyReply): AbortController {
-  const controller = new AbortController();
-  reply.raw.on("close", () => {
-    if (!reply.raw.writableFinished) controller.abort(new Error("client disconnected"));
-  });
-  return controller;
+/**
+ * What stops a generation: the client going away before the response is complete, or the
+ * server stopping the request at the drain deadline (`shutdown`). One controller with two
+ * listeners rather than `AbortSignal.any`, which is slow in Node 20 and leaves weak
+ * references for the collector.
+ */
+class Cancellation {
+  readonly #controller = new AbortController();
+  readonly signal: AbortSignal = this.#controller.signal;
+  /** The client went away before the response was complete. */
+  disconnected = false;
+
+  constructor(reply: FastifyReply, shutdown: AbortSignal) {
+    reply.raw.on("close", () => {
+      if (reply.raw.writableFinished) return;
+      this.disconnected = true;
+      this.#controller.abort(new Error("client disconnected"));
+    });
+    if (shutdown.aborted) this.#controller.abort(shutdown.reason);
+    else shutdown.addEventListener("abort", () => this.#controller.abort(shutdown.reason), { once: true });
+  }
 }
 
 export function registerChatCompletionRoutes(app: FastifyInstance, options: ChatRouteOptions): void {
@@ -91,27 +105,27 @@ async function serveChatCompletion(
   accounting.lease = admitted.lease;
   void reply.headers(admitted.headers);
   const admission = backend.admit(principal.key?.id ?? "");
-  const disconnect = abortOnDisconnect(reply);
+  const cancellation = new Cancellation(reply, shutdown);
   try {
     const prepared = await backend.prepare(body);
     accounting.tokens = { promptTokens: prepared.promptTokens, completionTokens: 0, cachedTokens: 0 };
-    const generation = await admission.start(prepared, AbortSignal.any([disconnect.signal, shutdown]));
+    const generation = await admission.start(prepared, cancellation.signal);
     try {
       const identity: CompletionIdentity = { id: newCompletionId(), created: Math.floor(Date.now() / 1000), model: body.model };
       if (body.stream) await streamCompletion(reply, request.id, identity, body, generation, accounting, admitted.headers);
       else await sendCompletion(reply, identity, generation, accounting);
-      if (shutdown.aborted && !disconnect.signal.aborted && accounting.outcome === "completed" && !reply.sent) {
+      if (shutdown.aborted && !cancellation.disconnected && accounting.outcome === "completed" && !reply.sent) {
         // Stopped at the drain deadline before a non-streamed answer was ready.
         accounting.stopped(503);
         throw new ApiError("server_shutting_down", SHUTDOWN_MESSAGE);
       }
     } finally {
-      if (accounting.outcome !== "completed" || disconnect.signal.aborted) accounting.tokens = generation.usage();
+      if (accounting.outcome !== "completed" || cancellation.disconnected) accounting.tokens = generation.usage();
       await generation.close();
     }
-    if (disconnect.signal.aborted && accounting.outcome !== "failed") accounting.abandoned();
+    if (cancellation.disconnected && accounting.outcome !== "failed") accounting.abandoned();
   } catch (error) {
-    if (disconnect.signal.aborted) {
+    if (cancellation.disconnected) {
       accounting.abandoned();
       return;
     }
