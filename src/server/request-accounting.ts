@@ -1,9 +1,10 @@
 /**
  * Stage 9 of DESIGN §2 for a chat completion: exactly one usage-ledger row and one log
  * line per authenticated request, whatever its outcome, and the settlement of the key's
- * token reservation. A completed response calls `finish()` before its last byte, so its
- * row is durable before the client has the whole answer; every other path calls it in a
- * `finally`.
+ * token reservation. A completed response calls `commit()` before its last byte, so its
+ * row is durable (and its reservation settled) before the client has the whole answer,
+ * and `finish()` after it, so the metrics and the log line stay off the client's wait;
+ * every other path calls `finish()` in a `finally`.
  */
 import type { FastifyRequest } from "fastify";
 import type { AccessControl } from "../access/access-control.js";
@@ -34,6 +35,7 @@ export class RequestAccounting {
   #timeToFirstTokenMs: number | null = null;
   #lastDeltaAt: number | null = null;
   #lease: LimitLease | null = null;
+  #committed: Promise<LedgerRow> | undefined;
   #finished: Promise<void> | undefined;
 
   constructor(request: FastifyRequest, access: AccessControl, metrics: Metrics) {
@@ -100,13 +102,23 @@ export class RequestAccounting {
     return this.#outcome;
   }
 
-  /** Writes the ledger row and the log line, and settles the reservation; idempotent. */
+  /** Writes the ledger row and settles the reservation; idempotent. The outcome is fixed from here on. */
+  commit(): Promise<void> {
+    return this.#commit().then(() => undefined);
+  }
+
+  /** `commit()`, then the metrics and the log line; idempotent. */
   finish(): Promise<void> {
-    this.#finished ??= this.#write();
+    this.#finished ??= this.#commit().then((row) => this.#report(row));
     return this.#finished;
   }
 
-  async #write(): Promise<void> {
+  #commit(): Promise<LedgerRow> {
+    this.#committed ??= this.#write();
+    return this.#committed;
+  }
+
+  async #write(): Promise<LedgerRow> {
     const row: LedgerRow = {
       requestId: this.#request.id,
       keyId: this.#request.principal?.key?.id ?? null,
@@ -134,6 +146,10 @@ export class RequestAccounting {
     } catch (error) {
       this.#request.log.error({ err: error }, "rate-limit settlement failed");
     }
+    return row;
+  }
+
+  #report(row: LedgerRow): void {
     this.#metrics.observeChat({ route: this.#request.routeOptions.url ?? this.#request.url, ...row });
     const { requestId: _id, createdAt: _at, ...fields } = row;
     this.#request.log.info({ route: this.#request.url, ...fields }, "chat completion");

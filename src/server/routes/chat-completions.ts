@@ -154,8 +154,9 @@ async function sendCompletion(
     }
     accounting.completed(event.finishReason, event);
     const body = buildCompletion(identity, content, event.finishReason, event.stopReason, event);
-    await accounting.finish(); // the ledger row is durable before the body is sent
+    await accounting.commit(); // the ledger row is durable before the body is sent
     await reply.send(body);
+    await accounting.finish(); // metrics and the log line, after the body
     return;
   }
   // The generation ended without a finish event: the client went away.
@@ -186,8 +187,9 @@ async function streamCompletion(
         accounting.completed(event.finishReason, event);
         await sse.send(buildFinishChunk(identity, event.finishReason, event.stopReason));
         if (body.includeUsage) await sse.send(buildUsageChunk(identity, event));
-        await accounting.finish(); // the ledger row is durable before [DONE]
+        await accounting.commit(); // the ledger row is durable before [DONE]
         await sse.done();
+        await accounting.finish(); // metrics and the log line, after the last byte
         return;
       }
       if (!sse.open) return;
