@@ -7,8 +7,6 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { resolveChatWrapper, type Token } from "node-llama-cpp";
 import { renderPrompt } from "../../src/backends/local/render-prompt.js";
-import { DecodeLoop } from "../../src/backends/local/decode-loop.js";
-import { stepSampling } from "../../src/backends/local/generate.js";
 import {
   assertCompletionShape,
   assertUsage,
@@ -233,8 +231,7 @@ describe("streaming on a tiny Qwen2 (ChatML)", () => {
         const sequence = context.getSequence();
         const generated: Token[] = [];
         try {
-          const sampling = stepSampling({ temperature: 0.7, topP: 0.7, seed, presencePenalty: 0, frequencyPenalty: 0 });
-          for await (const token of new DecodeLoop().tokens(sequence, prompt, sampling, 80)) {
+          for await (const token of sequence.evaluate(prompt, { temperature: 0.7, topP: 0.7, seed })) {
             if (model.isEogToken(token)) break;
             generated.push(token);
             if (generated.length >= 80) break;

@@ -1,14 +1,15 @@
 /**
  * Lockstep decoding across the sequences of one context: every generation that wants a
- * token submits its input in the same tick, so node-llama-cpp's batch dispatcher (which
- * decodes whatever was queued before its next cycle) runs them all in one `llama_decode`
- * per step, as llama-server's slot loop does.
+ * token asks its sequence's `evaluate()` generator for it in the same tick, so each queues
+ * its decode before node-llama-cpp's batch dispatch (on its next cycle) and the context
+ * decodes them all in one `llama_decode` per step, as llama-server's slot loop does.
  *
- * Why not each sequence's own `evaluate()` generator: those resume at different moments
- * (after their sample, after the HTTP write of their last text), so one sequence always
- * missed the batch in flight and the context decoded 3 of 4 sequences per step, then the
- * straggler alone (measured: 4 streams no faster than 1). Here a step starts only when every
- * running generation has been given its result, and ends when all of them have a token.
+ * Why a loop at all: when each request's consumer pulls its own generator, the generators
+ * resume at different moments (after their sample, after the HTTP write of their last
+ * text), so one sequence always missed the batch in flight and the context decoded 3 of 4
+ * sequences per step, then the straggler alone (measured: 4 streams no faster than 1; and
+ * a batch of 3 is a slow shape for llama.cpp's kernels here). Here a step starts only when
+ * every running generation has been given its result, and ends when all have a token.
  *
  * A generation whose reader falls behind by `MAX_AHEAD` tokens sits steps out, so a slow
  * client cannot make the others wait, nor run far ahead of what it reads. A new prompt's
@@ -16,35 +17,22 @@
  */
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
 
-/** Sampling of one step, as node-llama-cpp's `controlledEvaluate` takes it. */
-export interface StepSampling {
-  readonly temperature: number;
-  readonly topP: number;
-  readonly seed: number;
-  readonly repeatPenalty?: {
-    readonly punishTokens: Token[];
-    readonly maxPunishTokens: number;
-    readonly penalty: number;
-    readonly presencePenalty: number;
-    readonly frequencyPenalty: number;
-  };
-}
-
-/** The sampling of step `step` (0 for the first token), given the tokens sampled before it. */
-export type Sampling = (step: number, sampled: readonly Token[]) => StepSampling;
+/** How a generation samples: node-llama-cpp's `evaluate` options (temperature, top-p, seed, penalties). */
+export type SamplingOptions = NonNullable<Parameters<LlamaContextSequence["evaluate"]>[1]>;
 
 /** Tokens decoded but not yet read beyond which a generation waits for its reader. */
 const MAX_AHEAD = 8;
 
-type Outcome = { readonly token: Token } | { readonly error: unknown };
+/** One step's result: a token, the end of generation (the model's end-of-generation token), or a failure. */
+type Outcome = { readonly token: Token } | { readonly end: true } | { readonly error: unknown };
 
 class Participant {
   readonly #sequence: LlamaContextSequence;
-  readonly #sampling: Sampling;
-  /** Every token sampled so far, for repetition penalties (the reader may lag behind). */
-  readonly #sampled: Token[] = [];
-  /** What the next step evaluates: the prompt first, then each sampled token. */
-  #input: readonly Token[];
+  readonly #options: SamplingOptions;
+  /** The sequence's own generator, made at the first step: one sampler for the whole generation. */
+  #iterator: AsyncIterator<Token> | undefined;
+  /** The part of the prompt to evaluate at the first step. */
+  readonly #input: readonly Token[];
   #step = 0;
   #delivered = 0;
   readonly #limit: number;
@@ -53,13 +41,15 @@ class Participant {
   closed = false;
   /** This participant's evaluation in the step now running, if any. */
   #inFlight: Promise<unknown> | undefined;
-  #onRead: () => void;
+  readonly #onRead: () => void;
+  readonly #onSampled: ((token: Token) => void) | undefined;
 
-  constructor(sequence: LlamaContextSequence, input: readonly Token[], sampling: Sampling, limit: number, onRead: () => void) {
+  constructor(sequence: LlamaContextSequence, input: readonly Token[], options: SamplingOptions, limit: number, onRead: () => void, onSampled?: (token: Token) => void) {
     this.#sequence = sequence;
+    this.#onSampled = onSampled;
     this.#limit = limit;
     this.#input = input;
-    this.#sampling = sampling;
+    this.#options = options;
     this.#onRead = onRead;
   }
 
@@ -70,28 +60,25 @@ class Participant {
       this.#inFlight === undefined &&
       this.#step < this.#limit &&
       this.#ready.length < MAX_AHEAD &&
-      !this.#ready.some((outcome) => "error" in outcome)
+      !this.#ready.some((outcome) => !("token" in outcome))
     );
   }
 
   /** Its next evaluation is a prompt (more than one token), not one decoded token. */
   get prefilling(): boolean {
-    return this.#input.length > 1;
+    return this.#iterator === undefined && this.#input.length > 1;
   }
 
-  /** Queues this step's decode (synchronously, so every participant lands in one batch). */
+  /**
+   * Asks the sequence's generator for its next token. Called for every participant of a
+   * step in the same tick, so each generator queues its decode before the library's batch
+   * dispatch (on its next cycle) and they share one batch.
+   */
   evaluate(): Promise<Outcome> {
-    const last = this.#input.length - 1;
-    const input = this.#input.map((token, index) =>
-      index === last ? ([token, { generateNext: { token: true, options: this.#sampling(this.#step, this.#sampled) } }] as const) : token,
-    );
+    this.#iterator ??= this.#sequence.evaluate([...this.#input], this.#options)[Symbol.asyncIterator]();
     this.#step += 1;
-    const evaluated = this.#sequence.controlledEvaluate(input as Parameters<LlamaContextSequence["controlledEvaluate"]>[0]).then(
-      (results): Outcome => {
-        const token = results[last]?.next.token;
-        if (token === undefined || token === null) return { error: new Error("the engine returned no token") };
-        return { token };
-      },
+    const evaluated = this.#iterator.next().then(
+      (result): Outcome => (result.done === true ? { end: true } : { token: result.value }),
       (error: unknown): Outcome => ({ error }),
     );
     this.#inFlight = evaluated;
@@ -106,15 +93,14 @@ class Participant {
    */
   async settled(): Promise<void> {
     while (this.#inFlight !== undefined) await this.#inFlight.catch(() => undefined);
+    // Ends the generator (its sampler is freed in its own `finally`).
+    await this.#iterator?.return?.().catch(() => undefined);
   }
 
   deliver(outcome: Outcome): void {
     if (this.closed) return;
     this.#delivered += 1;
-    if ("token" in outcome) {
-      this.#input = [outcome.token];
-      this.#sampled.push(outcome.token);
-    }
+    if ("token" in outcome) this.#onSampled?.(outcome.token);
     const waiting = this.#waiting;
     this.#waiting = undefined;
     if (waiting !== undefined) waiting(outcome);
@@ -151,13 +137,19 @@ export class DecodeLoop {
 
   /**
    * Sampled tokens for `sequence`: first the token after `input` (the part of the prompt
-   * not already in the sequence's cache), then one per step, at most `limit` in all, until
-   * the iteration is ended (`return()`) or the engine fails (the error is thrown). The
-   * caller decides when to stop early (end of generation, stop strings) and must end the
-   * iteration then; it ends by itself after `limit` tokens.
+   * not already in the sequence's cache), then one per step, at most `limit` in all; the
+   * iteration ends at the model's end-of-generation token (not yielded), after `limit`
+   * tokens, or when the caller ends it (`return()`, e.g. at a stop string); an engine
+   * failure is thrown.
    */
-  tokens(sequence: LlamaContextSequence, input: readonly Token[], sampling: Sampling, limit: number): AsyncIterableIterator<Token> {
-    const participant = new Participant(sequence, input, sampling, limit, () => this.#nudge());
+  tokens(
+    sequence: LlamaContextSequence,
+    input: readonly Token[],
+    options: SamplingOptions,
+    limit: number,
+    onSampled?: (token: Token) => void,
+  ): AsyncIterableIterator<Token> {
+    const participant = new Participant(sequence, input, options, limit, () => this.#nudge(), onSampled);
     this.#participants.add(participant);
     this.#nudge();
     // Leaving waits for this participant's decode in flight: the caller frees the sequence next.
@@ -171,7 +163,7 @@ export class DecodeLoop {
     const iterator: AsyncIterableIterator<Token> = {
       next: async () => {
         const outcome = await participant.next();
-        if (outcome === null) return end();
+        if (outcome === null || "end" in outcome) return end();
         if ("error" in outcome) {
           await end();
           throw outcome.error;

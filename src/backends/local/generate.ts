@@ -5,7 +5,7 @@
  */
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import type { GenerationEvent, GenerationRequest } from "../backend.js";
-import type { DecodeLoop, Sampling } from "./decode-loop.js";
+import type { DecodeLoop, SamplingOptions } from "./decode-loop.js";
 import { StopMatcher } from "./stop-matcher.js";
 import { TokenDecoder } from "./token-decoder.js";
 
@@ -22,24 +22,20 @@ export interface GenerationInput {
   readonly usage?: { cachedTokens: number; completionTokens: number };
 }
 
-/**
- * The sampler settings of each step of a request. Seeded requests sample each step with a
- * seed derived from theirs (reproducible); others with a fresh random one (node-llama-cpp
- * makes a sampler per step here, so one fixed seed would repeat its draw every step).
- * Penalties look at the last `PENALTY_WINDOW` sampled tokens.
- */
-export function stepSampling(request: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "presencePenalty" | "frequencyPenalty">): Sampling {
+/** node-llama-cpp's sampling options for a request; penalties look at the last `PENALTY_WINDOW` generated tokens. */
+export function samplingOptions(
+  request: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "presencePenalty" | "frequencyPenalty">,
+  generated: readonly Token[],
+): SamplingOptions {
   const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
-  const seedFor = (step: number): number =>
-    request.seed !== undefined ? (Math.abs(request.seed) + step * 0x9e3779b1) % 0x1_0000_0000 : Math.floor(Math.random() * 0x1_0000_0000);
-  return (step, sampled) => ({
+  return {
     temperature: request.temperature,
     topP: request.topP,
-    seed: seedFor(step),
+    ...(request.seed !== undefined ? { seed: request.seed } : {}),
     ...(penalize
       ? {
           repeatPenalty: {
-            punishTokens: sampled.slice(-PENALTY_WINDOW),
+            punishTokens: () => generated.slice(-PENALTY_WINDOW),
             maxPunishTokens: PENALTY_WINDOW,
             penalty: 1,
             presencePenalty: request.presencePenalty,
@@ -47,7 +43,7 @@ export function stepSampling(request: Pick<GenerationRequest, "temperature" | "t
           },
         }
       : {}),
-  });
+  };
 }
 
 export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
@@ -77,7 +73,9 @@ export async function* generate(
   const clientStops = new StopMatcher(request.stop);
   const templateStops = new StopMatcher(input.templateStops);
 
-  const tokens = decodeLoop.tokens(sequence, promptTokens.slice(reused), stepSampling(request), request.maxTokens);
+  // The penalty window reads the tokens the loop sampled, which may run a few ahead of `generated`.
+  const sampled: Token[] = [];
+  const tokens = decodeLoop.tokens(sequence, promptTokens.slice(reused), samplingOptions(request, sampled), request.maxTokens, (token) => sampled.push(token));
 
   const finish = (finishReason: "stop" | "length", stopReason: string | null): GenerationEvent => ({
     type: "finish",
