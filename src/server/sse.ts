@@ -12,6 +12,7 @@ import type { ServerResponse } from "node:http";
 
 export class SseWriter {
   readonly #response: ServerResponse;
+  #holding = false;
 
   constructor(response: ServerResponse, requestId: string, headers: Record<string, string> = {}) {
     this.#response = response;
@@ -33,6 +34,18 @@ export class SseWriter {
     await this.#write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
+  /**
+   * Holds what this tick already wrote and everything written from now on until `done()`,
+   * which sends it all with `[DONE]` in one write. The route holds the end of an answer
+   * while it commits the ledger row, rather than writing it in two pieces around the
+   * commit. Back-pressure is not waited for while holding: nothing drains until `done()`.
+   */
+  hold(): void {
+    if (this.#holding || !this.open) return;
+    this.#holding = true;
+    this.#response.cork(); // end() uncorks fully
+  }
+
   async done(): Promise<void> {
     await this.#write("data: [DONE]\n\n");
     if (this.open) this.#response.end();
@@ -40,7 +53,7 @@ export class SseWriter {
 
   async #write(text: string): Promise<void> {
     if (!this.open) return;
-    if (!this.#response.write(text)) {
+    if (!this.#response.write(text) && !this.#holding) {
       await Promise.race([once(this.#response, "drain"), once(this.#response, "close")]);
     }
   }

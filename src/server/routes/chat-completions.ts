@@ -185,6 +185,7 @@ async function streamCompletion(
         await sse.send(buildContentChunk(identity, event.text));
       } else {
         accounting.completed(event.finishReason, event);
+        sse.hold(); // the end of the answer leaves with [DONE], in one write after the commit
         await sse.send(buildFinishChunk(identity, event.finishReason, event.stopReason));
         if (body.includeUsage) await sse.send(buildUsageChunk(identity, event));
         await accounting.commit(); // the ledger row is durable before [DONE]
