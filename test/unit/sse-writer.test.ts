@@ -54,3 +54,41 @@ test("after hold(), nothing more leaves until done()", async () => {
   assert.equal(body, 'data: {"n":1}\n\ndata: {"n":2}\n\ndata: {"n":3}\n\ndata: [DONE]\n\n');
   assert.equal(seenAt.get("before done"), 'data: {"n":1}\n\n', "the held events waited for done()");
 });
+
+test("while the client does not read, send() waits for its buffer to drain", async () => {
+  const event = { text: "x".repeat(256 * 1024) };
+  let blocked: Promise<void> | undefined;
+  let sentBeforeBlocking = 0;
+  const server = http.createServer((_request, response) => {
+    const sse = new SseWriter(response, "req-slow");
+    void (async () => {
+      for (let index = 0; index < 256 && blocked === undefined; index++) {
+        const sent = sse.send(event);
+        if ((await Promise.race([sent.then(() => "sent"), sleep(200).then(() => "waiting")])) === "waiting") blocked = sent;
+        else sentBeforeBlocking += 1;
+      }
+      await blocked;
+      await sse.done();
+    })();
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const { port } = server.address() as AddressInfo;
+    const request = http.request({ host: "127.0.0.1", port, method: "POST", path: "/" });
+    request.end();
+    const [response] = (await once(request, "response")) as [http.IncomingMessage];
+    response.pause();
+    for (const deadline = Date.now() + 20_000; blocked === undefined; await sleep(20)) {
+      assert.ok(Date.now() < deadline, "send() never waited");
+    }
+    assert.ok(sentBeforeBlocking < 255, "sends stopped resolving before all 64 MiB were buffered");
+    let body = "";
+    response.resume();
+    for await (const chunk of response) body += String(chunk);
+    assert.ok(body.endsWith("data: [DONE]\n\n"));
+    assert.equal(body.split("\n\n").length - 1, sentBeforeBlocking + 2, "every event, then [DONE]");
+  } finally {
+    server.close();
+  }
+});
