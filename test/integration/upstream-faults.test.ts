@@ -161,6 +161,20 @@ describe("what is not retried", () => {
     assert.equal(chats(good).length, 0, "a long Retry-After is not retried elsewhere");
   });
 
+  test("every upstream paused by a short 429: the next request gets 503 server_overloaded at once, then they are back", async () => {
+    const busy: Behaviour = { kind: "status", status: 429, body: { error: { message: "slow down" } }, headers: { "retry-after": "1" } };
+    const { gateway, bad, good } = await pool(busy);
+    good.next(busy);
+    await expectError(await postChat(gateway, body()), { status: 503, code: "server_overloaded" });
+    const paused = await postChat(gateway, body());
+    assert.equal(paused.headers.get("retry-after"), "1");
+    const error = await expectError(paused, { status: 503, code: "server_overloaded" });
+    assert.match(error.error.message, /429/);
+    assert.equal(chats(bad).length + chats(good).length, 2, "no upstream was asked while both were paused");
+    bad.setDefault({ kind: "ok" });
+    await until(async () => (await postChat(gateway, body())).status === 200, "the pause to end");
+  });
+
   test("every upstream failing: 502 upstream_error, with no upstream address or credential in the message", async () => {
     const leak = { object: "error", message: "backend http://10.9.8.7:8000/generate failed for Bearer sk-topsecret at 10.9.8.7:8000 and [fe80::1]:9000", type: "InternalServerError", code: 500 };
     const { gateway, good } = await pool({ kind: "status", status: 500, body: leak });

@@ -155,10 +155,23 @@ export class UpstreamBackend implements Backend {
     await Promise.all(this.#servers.map((server) => server.close()));
   }
 
+  /**
+   * Why no upstream can take a request now: every one in rotation asked to be left alone
+   * by a 429 (503 `server_overloaded`, until the first of them is free again), or they are
+   * ejected (503 `model_unavailable`, until the first is due a trial).
+   */
   #noneAvailable(now: number): ApiError {
+    const retryAfter = (until: number) => Math.max(1, Math.ceil((until - now) / 1000));
+    const inRotation = this.#servers.filter((server) => server.breaker.state(now) !== "open");
+    const cooling = inRotation.map((server) => server.coolingUntil(now)).filter((until): until is number => until !== null);
+    if (inRotation.length > 0 && cooling.length === inRotation.length) {
+      return new ApiError("server_overloaded", `Every upstream server of the model '${this.info.id}' asked for a pause (HTTP 429); retry after the time in Retry-After.`, {
+        retryAfterSeconds: retryAfter(Math.min(...cooling)),
+      });
+    }
     const next = Math.min(...this.#servers.map((server) => server.breaker.retryAt(now) ?? now + 1000));
     return new ApiError("model_unavailable", `No upstream server of the model '${this.info.id}' is available right now.`, {
-      retryAfterSeconds: Math.max(1, Math.ceil((next - now) / 1000)),
+      retryAfterSeconds: retryAfter(next),
     });
   }
 

@@ -74,6 +74,11 @@ export class UpstreamServer {
     return now >= this.#coolUntil && this.breaker.available(now);
   }
 
+  /** Until when a 429 asked to be left alone (ms since the epoch), if that is still ahead. */
+  coolingUntil(now = Date.now()): number | null {
+    return this.#coolUntil > now ? this.#coolUntil : null;
+  }
+
   /** Load relative to capacity, for least-outstanding choices. */
   load(): number {
     return this.#inFlight / this.weight;
