@@ -78,8 +78,11 @@ export interface Backend {
    * API key's id) makes waiting fair across keys; requests without one share "".
    */
   admit(owner?: string): Admission;
-  /** Stage 6: render the chat template, count tokens, check the context window (400). */
-  prepare(request: GenerationRequest): Promise<PreparedPrompt>;
+  /**
+   * Stage 6: render the chat template, count tokens, check the context window (400).
+   * `requestId` is the request's `x-request-id`, for a backend that passes it on.
+   */
+  prepare(request: GenerationRequest, requestId?: string): Promise<PreparedPrompt>;
   /** Frees the model; idempotent. */
   dispose(): Promise<void>;
 }

@@ -115,9 +115,14 @@ describe("failover before the first byte", () => {
     assert.equal(streamedText(await expectStreamed(gateway)), "Hello! How can I help?");
   });
 
-  test("the request upstream carries the pool's model name, the parameters and include_usage", async () => {
+  test("the request upstream carries the pool's model name, the parameters, include_usage and the request id", async () => {
     const { gateway, bad } = await pool({ kind: "ok" });
-    await expectStreamed(gateway, { temperature: 0.5, top_p: 0.9, stop: ["\n\n"], seed: 7, presence_penalty: 0.1, frequency_penalty: 0.2 });
+    const response = await postChat(gateway, body({ stream: true, temperature: 0.5, top_p: 0.9, stop: ["\n\n"], seed: 7, presence_penalty: 0.1, frequency_penalty: 0.2 }), {
+      headers: { "x-request-id": "trace-me-0123" },
+    });
+    assert.equal(response.status, 200);
+    await response.text();
+    assert.equal(chats(bad)[0]?.headers["x-request-id"], "trace-me-0123", "the request id follows the request upstream");
     assert.deepEqual(chats(bad)[0]?.body, {
       model: "served-upstream",
       messages: [{ role: "user", content: "Hi" }],

@@ -27,6 +27,8 @@ import { UpstreamServer, type UpstreamView } from "./upstream-server.js";
 
 interface UpstreamPrompt extends PreparedPrompt, RoutedPrompt {
   readonly body: string;
+  /** Sent upstream as `x-request-id`, so one id follows a request through both servers' logs. */
+  readonly requestId: string | undefined;
   readonly stream: boolean;
   readonly stop: readonly string[];
 }
@@ -121,7 +123,7 @@ export class UpstreamBackend implements Backend {
     return { start: (prepared, signal) => this.#start(prepared as UpstreamPrompt, signal), release: () => {} };
   }
 
-  async prepare(request: GenerationRequest): Promise<PreparedPrompt> {
+  async prepare(request: GenerationRequest, requestId?: string): Promise<PreparedPrompt> {
     const text = promptText(request.messages);
     const body: Record<string, unknown> = {
       model: this.#config.upstreamModel,
@@ -140,6 +142,7 @@ export class UpstreamBackend implements Backend {
     const prompt: UpstreamPrompt = {
       promptTokens: Math.ceil(text.length / CHARS_PER_TOKEN),
       body: JSON.stringify(body),
+      requestId,
       stream: request.stream,
       stop: request.stop,
       blocks: this.#config.balancing === "prefix_affinity" ? prefixBlocks(text, this.#config.prefixAffinity.blockChars) : [],
@@ -211,7 +214,7 @@ export class UpstreamBackend implements Backend {
     try {
       if (prompt.stream) call.phase(NO_FIRST_TOKEN, timeouts.firstTokenMs);
       else call.phase(NO_ANSWER, timeouts.totalMs);
-      response = await server.post(prompt.body, call.signal);
+      response = await server.post(prompt.body, call.signal, prompt.requestId);
       if (response.statusCode !== 200) {
         const text = await readText(response.body, MAX_BODY_BYTES);
         throw statusFailure(response.statusCode, text, response.headers["retry-after"], { secrets: server.secrets, maxRetryAfterMs: this.#config.retries.maxRetryAfterMs });

@@ -91,8 +91,10 @@ export class UpstreamServer {
   }
 
   /** Sends a chat completion request; the caller owns the body and must consume or destroy it. */
-  async post(body: string, signal: AbortSignal): Promise<Dispatcher.ResponseData> {
-    return this.#pool.request({ method: "POST", path: this.chatPath, headers: this.headers(), body, signal });
+  async post(body: string, signal: AbortSignal, requestId?: string): Promise<Dispatcher.ResponseData> {
+    const headers = this.headers();
+    if (requestId !== undefined) headers["x-request-id"] = requestId;
+    return this.#pool.request({ method: "POST", path: this.chatPath, headers, body, signal });
   }
 
   begin(): void {

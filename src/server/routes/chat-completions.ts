@@ -107,7 +107,7 @@ async function serveChatCompletion(
   const admission = backend.admit(principal.key?.id ?? "");
   const cancellation = new Cancellation(reply, shutdown);
   try {
-    const prepared = await backend.prepare(body);
+    const prepared = await backend.prepare(body, request.id);
     accounting.tokens = { promptTokens: prepared.promptTokens, completionTokens: 0, cachedTokens: 0 };
     const generation = await admission.start(prepared, cancellation.signal);
     try {
