@@ -6,7 +6,7 @@
  */
 import pg from "pg";
 import { pendingMigrations } from "./migrations.js";
-import { StoreConflictError, type AccessStore } from "./store.js";
+import { LEDGER_COLUMNS, ledgerValues, StoreConflictError, type AccessStore } from "./store.js";
 import type {
   ApiKeyRecord,
   BudgetPeriod,
@@ -178,23 +178,8 @@ export class PostgresStore implements AccessStore {
 
   async appendLedger(row: LedgerRow): Promise<void> {
     await this.#pool.query(
-      `INSERT INTO ledger (request_id, key_id, model, prompt_tokens, completion_tokens,
-         cached_tokens, status, outcome, finish_reason, ttft_ms, duration_ms, created_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-      [
-        row.requestId,
-        row.keyId,
-        row.model,
-        row.promptTokens,
-        row.completionTokens,
-        row.cachedTokens,
-        row.status,
-        row.outcome,
-        row.finishReason,
-        row.timeToFirstTokenMs,
-        row.durationMs,
-        validDate(row.createdAt),
-      ],
+      `INSERT INTO ledger (${LEDGER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      ledgerValues(row, validDate),
     );
   }
 

@@ -12,7 +12,7 @@
  */
 import Database from "better-sqlite3";
 import { pendingMigrations } from "./migrations.js";
-import { StoreConflictError, type AccessStore } from "./store.js";
+import { LEDGER_COLUMNS, ledgerValues, StoreConflictError, type AccessStore } from "./store.js";
 import type {
   ApiKeyRecord,
   BudgetPeriod,
@@ -74,7 +74,7 @@ const GROUP_EXPRESSIONS: Record<UsageGrouping, string> = {
   none: "'all'",
 };
 
-type LedgerParameters = [string, string | null, string | null, number, number, number, number, string, string | null, number | null, number, number];
+type LedgerParameters = ReturnType<typeof ledgerValues<number>>;
 
 interface QueuedRow {
   readonly parameters: LedgerParameters;
@@ -82,9 +82,7 @@ interface QueuedRow {
   readonly reject: (error: unknown) => void;
 }
 
-const INSERT_LEDGER = `INSERT INTO ledger (request_id, key_id, model, prompt_tokens, completion_tokens,
-   cached_tokens, status, outcome, finish_reason, ttft_ms, duration_ms, created_at)
- VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
+const INSERT_LEDGER = `INSERT INTO ledger (${LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`;
 
 export class SqliteStore implements AccessStore {
   readonly #db: Database.Database;
@@ -198,20 +196,7 @@ export class SqliteStore implements AccessStore {
   appendLedger(row: LedgerRow): Promise<void> {
     let parameters: LedgerParameters;
     try {
-      parameters = [
-        row.requestId,
-        row.keyId,
-        row.model,
-        row.promptTokens,
-        row.completionTokens,
-        row.cachedTokens,
-        row.status,
-        row.outcome,
-        row.finishReason,
-        row.timeToFirstTokenMs,
-        row.durationMs,
-        millis(row.createdAt),
-      ];
+      parameters = ledgerValues(row, millis);
     } catch (error) {
       return Promise.reject(error);
     }

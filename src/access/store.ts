@@ -5,6 +5,34 @@
  */
 import type { ApiKeyRecord, LedgerRow, UsageBucket, UsageQuery } from "./types.js";
 
+/** The ledger's columns, in the order of {@link ledgerValues}. */
+export const LEDGER_COLUMNS =
+  "request_id, key_id, model, prompt_tokens, completion_tokens, cached_tokens, status, outcome, finish_reason, ttft_ms, duration_ms, created_at";
+
+/**
+ * A ledger row's values in the order of {@link LEDGER_COLUMNS}, its time as each dialect
+ * stores it (`date` may throw on an invalid Date).
+ */
+export function ledgerValues<T>(
+  row: LedgerRow,
+  date: (value: Date) => T,
+): [string, string | null, string | null, number, number, number, number, string, string | null, number | null, number, T] {
+  return [
+    row.requestId,
+    row.keyId,
+    row.model,
+    row.promptTokens,
+    row.completionTokens,
+    row.cachedTokens,
+    row.status,
+    row.outcome,
+    row.finishReason,
+    row.timeToFirstTokenMs,
+    row.durationMs,
+    date(row.createdAt),
+  ];
+}
+
 export interface AccessStore {
   /** Creates or upgrades the schema; idempotent, safe to run on every start. */
   migrate(): Promise<void>;
