@@ -21,7 +21,7 @@ import { prefixBlocks, promptText } from "./prefix-index.js";
 import { RetryBudget } from "./retry-budget.js";
 import { readSseData } from "./sse-reader.js";
 import { UpstreamCall, type PhaseDeadline } from "./upstream-call.js";
-import { classifyError, statusFailure, UpstreamFailure } from "./upstream-failure.js";
+import { classifyError, statusFailure, transportFailure, UpstreamFailure } from "./upstream-failure.js";
 import { finishEvent, StreamState, UpstreamGeneration } from "./upstream-generation.js";
 import { UpstreamServer, type UpstreamView } from "./upstream-server.js";
 
@@ -244,7 +244,7 @@ export class UpstreamBackend implements Backend {
       while (ready.length === 0) {
         const next = await rest.next();
         if (next.done === true) {
-          if (state.finishReason === null && !state.done) throw classifyError(new Error("the stream ended before any answer"), null);
+          if (state.finishReason === null && !state.done) throw transportFailure("reset", "the stream ended before any answer");
           break;
         }
         const text = state.read(next.value, server.secrets);
