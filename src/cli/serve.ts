@@ -6,10 +6,12 @@ import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { Command } from "commander";
-import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { LlamaLogLevel, type Llama } from "node-llama-cpp";
 import { pino, type Logger } from "pino";
 import type { AccessControl } from "../access/access-control.js";
 import { openAccess } from "../access/open-access.js";
+import { chooseCpuKernels, readCpuInfo } from "../backends/local/cpu-kernels.js";
+import { openEngine } from "../backends/local/engine.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
 import { UpstreamBackend } from "../backends/upstream/upstream-backend.js";
@@ -47,6 +49,8 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
+    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (the highest instruction set this CPU runs) or a variant such as haswell, zen4, skylakex (see docs/engine.md)", "auto")
+    .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
     .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")
     .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")
     .action(async (flags: ServeFlags) => {
@@ -132,11 +136,24 @@ export async function serve(config: ServeConfig): Promise<void> {
       if (error instanceof ModelSourceError) exitWith(error.message);
       throw error;
     }
-    llama ??= await getLlama({
-      gpu: false,
-      logLevel: LlamaLogLevel.warn,
-      logger: (level, message) => log.debug({ engine: level }, message.trim()),
-    });
+    if (llama === undefined) {
+      const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
+      const kernels = chooseCpuKernels(config.engine.cpuKernels, parallel, readCpuInfo());
+      const engine = await openEngine({
+        threadpool: config.engine.threadpool,
+        cpuKernels: kernels.variant,
+        logLevel: LlamaLogLevel.warn,
+        logger: (level, message) => log.debug({ engine: level }, message.trim()),
+      });
+      llama = engine.llama;
+      const { tuning } = engine;
+      if (tuning.active) {
+        log.info({ threadpool: tuning.threadpool, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason }, "llama.cpp engine tuned");
+        if (tuning.lastError !== null) log.warn(tuning.lastError);
+      } else {
+        log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
+      }
+    }
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
     const backend = new LocalBackend(llama, {
       id,

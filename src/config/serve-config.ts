@@ -29,6 +29,15 @@ export interface ServeConfig {
   readonly access: AccessConfig;
   /** Bearer token of the admin API; undefined disables it. */
   readonly adminToken: string | undefined;
+  /** How the in-process llama.cpp engine runs (docs/engine.md). */
+  readonly engine: EngineConfig;
+}
+
+export interface EngineConfig {
+  /** A persistent ggml threadpool per context (Parley's tuning addon). Defaults to true. */
+  readonly threadpool: boolean;
+  /** The prebuilt llama.cpp's CPU kernel variant; undefined (`auto`) lets ggml pick. */
+  readonly cpuKernels: string | undefined;
 }
 
 /** Raw values as commander hands them over. */
@@ -50,6 +59,8 @@ export interface ServeFlags extends AccessFlags {
   range?: string[];
   cacheDir?: string;
   logLevel?: string;
+  cpuKernels?: string;
+  threadpool?: boolean;
 }
 
 function integer(flag: string, value: string | undefined, min: number, max: number): number | undefined {
@@ -142,7 +153,17 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     drainTimeoutMs: (integer("--drain-timeout", flags.drainTimeout, 0, 3600) ?? 30) * 1000,
     access: buildAccessConfig(flags, env),
     adminToken: adminToken(flags.adminToken ?? env.PARLEY_ADMIN_TOKEN),
+    engine: { threadpool: flags.threadpool ?? true, cpuKernels: cpuKernels(flags.cpuKernels) },
   };
+}
+
+/** `--cpu-kernels`: `auto`, or a variant name as in libggml-cpu-NAME.so (checked at load). */
+function cpuKernels(value: string | undefined): string | undefined {
+  if (value === undefined || value === "auto") return undefined;
+  if (!/^[a-z0-9_]{1,32}$/.test(value)) {
+    throw new ConfigError(`--cpu-kernels must be 'auto' or a variant name such as haswell, zen4 or skylakex; got '${value}'.`);
+  }
+  return value;
 }
 
 /** Loopback addresses, where serving without API keys exposes nothing beyond this machine. */

@@ -5,10 +5,11 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { LlamaLogLevel, type Llama } from "node-llama-cpp";
 import type { AccessControl } from "../../src/access/access-control.js";
 import { openAccess } from "../../src/access/open-access.js";
 import type { AccessConfig } from "../../src/config/access-config.js";
+import { openEngine } from "../../src/backends/local/engine.js";
 import { LocalBackend, type LocalModelOptions } from "../../src/backends/local/local-backend.js";
 import { ModelRegistry } from "../../src/backends/registry.js";
 import { SEED_RANGES, type ParameterRanges } from "../../src/protocol/parameters.js";
@@ -17,9 +18,9 @@ import { InFlight } from "../../src/server/in-flight.js";
 
 let llama: Promise<Llama> | undefined;
 
-/** One engine per test process, as in the server. */
+/** One engine per test process, tuned as in the server. */
 export function testLlama(): Promise<Llama> {
-  llama ??= getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
+  llama ??= openEngine({ logLevel: LlamaLogLevel.error }).then((engine) => engine.llama);
   return llama;
 }
 

@@ -73,3 +73,12 @@ test("--config: the file's models replace the default model; a --model beside it
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("engine: the threadpool on and ggml's CPU kernels by default; a variant name is checked", () => {
+  assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined });
+  assert.deepEqual(buildServeConfig({ cpuKernels: "auto", threadpool: false }, {}).engine, { threadpool: false, cpuKernels: undefined });
+  assert.equal(buildServeConfig({ cpuKernels: "haswell" }, {}).engine.cpuKernels, "haswell");
+  for (const bad of ["../x", "Haswell", "", "zen 4", "a".repeat(33)]) {
+    assert.throws(() => buildServeConfig({ cpuKernels: bad }, {}), /--cpu-kernels must be 'auto' or a variant name/, bad);
+  }
+});

@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+// Builds native/llama-tuning.c into build/native/llama-tuning.node (part of `npm run build`).
+//
+// It needs a C compiler ($CC, else cc), Node's own headers (shipped with every Node binary
+// distribution, next to the executable) and llama.cpp's headers, which come from the exact
+// llama.cpp release node-llama-cpp bundles (its llama/gitRelease.bundle, read with git).
+// Where one of them is missing, Parley still builds and runs: it prints why, records it in
+// build/native/status.json, and the engine runs without the tuning (decoding slower, see
+// docs/engine.md). Linux only: the addon relies on ELF symbol interposition.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const out = path.join(root, "build", "native");
+const source = path.join(root, "native", "llama-tuning.c");
+const target = path.join(out, "llama-tuning.node");
+const statusFile = path.join(out, "status.json");
+
+function finish(built, reason) {
+  mkdirSync(out, { recursive: true });
+  writeFileSync(statusFile, JSON.stringify({ built, reason: reason ?? null }, null, 2) + "\n");
+  if (!built) {
+    console.warn(`parley: built without the llama.cpp tuning addon (${reason}); local models will decode slower.`);
+  }
+  process.exit(0);
+}
+
+function run(command, args, options = {}) {
+  return execFileSync(command, args, { stdio: ["ignore", "pipe", "pipe"], ...options });
+}
+
+if (process.platform !== "linux") finish(false, `not supported on ${process.platform}`);
+
+const cc = process.env.CC || "cc";
+try {
+  run(cc, ["--version"]);
+} catch {
+  finish(false, `no C compiler (${cc}) found`);
+}
+
+const nodeHeaders = path.join(path.dirname(process.execPath), "..", "include", "node");
+if (!existsSync(path.join(nodeHeaders, "node_api.h"))) {
+  finish(false, `Node's headers are not at ${nodeHeaders}`);
+}
+
+// node-llama-cpp's package root: walk up from its entry point (its exports hide package.json).
+let packageRoot = path.dirname(fileURLToPath(import.meta.resolve("node-llama-cpp")));
+while (!existsSync(path.join(packageRoot, "package.json")) && path.dirname(packageRoot) !== packageRoot) {
+  packageRoot = path.dirname(packageRoot);
+}
+const llamaCppDir = path.join(packageRoot, "llama");
+const bundle = path.join(llamaCppDir, "gitRelease.bundle");
+if (!existsSync(bundle)) finish(false, `node-llama-cpp's llama.cpp bundle is missing (${bundle})`);
+
+// Up to date? The headers depend on the bundle; the addon on the source and the headers.
+const headers = path.join(out, "include");
+const stamp = path.join(headers, ".bundle-mtime");
+const bundleStamp = String(statSync(bundle).mtimeMs);
+const headersFresh = existsSync(stamp) && readFileSync(stamp, "utf8") === bundleStamp;
+if (headersFresh && existsSync(target) && statSync(target).mtimeMs > statSync(source).mtimeMs) {
+  finish(true);
+}
+
+if (!headersFresh) {
+  const scratch = path.join(out, "bundle.git");
+  rmSync(scratch, { recursive: true, force: true });
+  rmSync(headers, { recursive: true, force: true });
+  mkdirSync(headers, { recursive: true });
+  let failure;
+  try {
+    run("git", ["init", "--quiet", "--bare", scratch]);
+    run("git", ["--git-dir", scratch, "fetch", "--quiet", bundle, "HEAD"]);
+    const tar = run("git", ["--git-dir", scratch, "archive", "FETCH_HEAD", "include", "ggml/include"], {
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    run("tar", ["-x", "-C", headers], { input: tar, stdio: ["pipe", "pipe", "pipe"] });
+  } catch (error) {
+    failure = `could not read llama.cpp's headers from ${bundle}: ${String(error.stderr ?? error.message).trim()}`;
+  }
+  rmSync(scratch, { recursive: true, force: true });
+  if (failure) finish(false, failure);
+  writeFileSync(stamp, bundleStamp);
+}
+
+try {
+  run(cc, [
+    "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+    "-I", nodeHeaders, "-I", path.join(headers, "include"), "-I", path.join(headers, "ggml", "include"),
+    source, "-o", target, "-ldl", "-lpthread",
+  ]);
+} catch (error) {
+  finish(false, `${cc} failed: ${String(error.stderr ?? error.message).trim()}`);
+}
+finish(true);

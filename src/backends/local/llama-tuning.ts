@@ -1,0 +1,110 @@
+/**
+ * Loads Parley's llama-tuning addon (native/llama-tuning.c, built by `npm run build` into
+ * build/native/): a persistent ggml threadpool for every llama.cpp context, and a choice of
+ * CPU kernel variant. Both are measured in docs/engine.md.
+ *
+ * The addon works by ELF symbol interposition, so it must be loaded, RTLD_GLOBAL, before
+ * node-llama-cpp loads its own addon: `openEngine` calls this before `getLlama`. Without the
+ * addon (no C compiler at build time, not Linux) the engine runs as node-llama-cpp ships it,
+ * and `status().active` says why not.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface TuningOptions {
+  /** Attach a persistent threadpool to each context. Defaults to true. */
+  readonly threadpool?: boolean | undefined;
+  /**
+   * A CPU kernel variant of the prebuilt llama.cpp (`haswell`, `zen4`, `skylakex`, …), or
+   * undefined for ggml's own choice: the highest instruction set this CPU runs.
+   */
+  readonly cpuKernels?: string | undefined;
+}
+
+export interface TuningStatus {
+  /** Whether the addon is loaded and applies to contexts created from now on. */
+  readonly active: boolean;
+  /** Why it is not active; null when it is. */
+  readonly reason: string | null;
+  readonly threadpool: boolean;
+  /** Contexts given a threadpool since start, and those still alive. */
+  readonly poolsAttached: number;
+  readonly poolsLive: number;
+  /** The CPU kernel variant asked for (null: ggml's choice) and the one loaded (null: none yet). */
+  readonly cpuKernelsRequested: string | null;
+  readonly cpuKernelsLoaded: string | null;
+  /** The last thing the addon could not do (it then leaves llama.cpp's default in place). */
+  readonly lastError: string | null;
+}
+
+interface Addon {
+  configure(options: { threadpool: boolean; poll: number; cpuKernels: string | null }): void;
+  stats(): Omit<TuningStatus, "active" | "reason" | "threadpool">;
+}
+
+/**
+ * ggml's threadpool polling level (0–100). Its default, 50, has idle workers spin between
+ * graphs; on 2 cores that spinning competes with sampling and the JavaScript thread, and 0
+ * measured faster for prompt batches (docs/engine.md).
+ */
+const POLL_LEVEL = 0;
+
+const ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../build/native/llama-tuning.node");
+
+let addon: Addon | undefined;
+let failure: string | null = null;
+let threadpool = true;
+
+function buildReason(): string {
+  try {
+    const status = JSON.parse(readFileSync(path.join(path.dirname(ADDON_PATH), "status.json"), "utf8")) as { reason?: unknown };
+    if (typeof status.reason === "string") return `not built: ${status.reason}`;
+  } catch {
+    // no status file: the build step has not run
+  }
+  return `not built (run npm run build): ${ADDON_PATH} is missing`;
+}
+
+/**
+ * Loads the addon once and applies `options`. Call before node-llama-cpp's first
+ * `getLlama`; options given later apply to contexts created later, but not to the CPU kernel
+ * variant, which is fixed when the engine loads its backends.
+ */
+export function loadTuning(options: TuningOptions = {}): TuningStatus {
+  if (addon === undefined && failure === null) {
+    if (process.platform !== "linux") {
+      failure = `not supported on ${process.platform}`;
+    } else if (!existsSync(ADDON_PATH)) {
+      failure = buildReason();
+    } else {
+      const module = { exports: {} as Addon };
+      try {
+        process.dlopen(module, ADDON_PATH, os.constants.dlopen.RTLD_LAZY | os.constants.dlopen.RTLD_GLOBAL);
+        addon = module.exports;
+      } catch (error) {
+        failure = `could not load ${ADDON_PATH}: ${error instanceof Error ? error.message : String(error)}`;
+      }
+    }
+  }
+  threadpool = options.threadpool ?? true;
+  addon?.configure({ threadpool, poll: POLL_LEVEL, cpuKernels: options.cpuKernels ?? null });
+  return tuningStatus();
+}
+
+export function tuningStatus(): TuningStatus {
+  if (addon === undefined) {
+    return {
+      active: false,
+      reason: failure ?? "not loaded",
+      threadpool: false,
+      poolsAttached: 0,
+      poolsLive: 0,
+      cpuKernelsRequested: null,
+      cpuKernelsLoaded: null,
+      lastError: null,
+    };
+  }
+  return { active: true, reason: null, threadpool, ...addon.stats() };
+}

@@ -1,0 +1,133 @@
+/**
+ * Parley's llama-tuning addon (native/llama-tuning.c) on the real engine: every context
+ * gets a persistent ggml threadpool, freed with it, which decodes exactly what ggml's
+ * per-step threads decode; `--cpu-kernels` loads the variant asked for, and an unknown or
+ * unrunnable one falls back to ggml's choice with a warning. Speed is measured by
+ * `npm run bench:threads` and `npm run bench:concurrency`, not here.
+ */
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import type { LlamaModel, Token } from "node-llama-cpp";
+import { loadTuning, tuningStatus } from "../../src/backends/local/llama-tuning.js";
+import { CLI, runCli } from "../helpers/cli.js";
+import { PROJECT_ROOT, STORIES_260K, tinyQwen2 } from "../helpers/models.js";
+import { testLlama } from "../helpers/parley.js";
+
+const BUILD_STATUS = path.join(PROJECT_ROOT, "build/native/status.json");
+
+function buildStatus(): { built: boolean; reason: string | null } {
+  assert.ok(existsSync(BUILD_STATUS), `${BUILD_STATUS} is missing: run \`npm run build\` first (npm test does)`);
+  return JSON.parse(readFileSync(BUILD_STATUS, "utf8")) as { built: boolean; reason: string | null };
+}
+
+/** The one reason a machine may legitimately lack the addon: no C compiler to build it. */
+const noCompiler = ((): string | undefined => {
+  if (!existsSync(BUILD_STATUS)) return undefined;
+  const status = buildStatus();
+  return !status.built && /no C compiler/.test(status.reason ?? "") ? `addon not built: ${status.reason}` : undefined;
+})();
+
+test("npm run build built the addon", { skip: noCompiler }, () => {
+  const status = buildStatus();
+  assert.equal(status.built, true, `not built: ${status.reason}`);
+});
+
+describe("a persistent threadpool per context", { skip: noCompiler }, () => {
+  let model: LlamaModel;
+  before(async () => {
+    const llama = await testLlama();
+    model = await llama.loadModel({ modelPath: await tinyQwen2() });
+  });
+  after(() => model.dispose());
+
+  async function greedy(threads: number): Promise<Token[]> {
+    const context = await model.createContext({ contextSize: 256, threads });
+    try {
+      const tokens: Token[] = [];
+      const prompt = model.tokenize("Once upon a time, in a lighthouse by the sea, there lived");
+      for await (const token of context.getSequence().evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+        tokens.push(token);
+        if (tokens.length === 24) break;
+      }
+      return tokens;
+    } finally {
+      await context.dispose();
+    }
+  }
+
+  test("is attached when a context is created and freed when it is disposed", async () => {
+    const tuning = tuningStatus();
+    assert.equal(tuning.active, true, tuning.reason ?? "");
+    assert.equal(tuning.threadpool, true);
+    const before = tuningStatus();
+    const context = await model.createContext({ contextSize: 256, threads: 2 });
+    const during = tuningStatus();
+    // node-llama-cpp may create (and free) a probe context on a model's first createContext.
+    assert.ok(during.poolsAttached > before.poolsAttached);
+    assert.equal(during.poolsLive, before.poolsLive + 1);
+    assert.equal(during.lastError, null);
+    await context.dispose();
+    assert.equal(tuningStatus().poolsLive, before.poolsLive);
+  });
+
+  test("decodes token for token what ggml's per-step threads decode", async () => {
+    const pooled = await greedy(2);
+    const attachedBefore = tuningStatus().poolsAttached;
+    loadTuning({ threadpool: false });
+    try {
+      const unpooled = await greedy(2);
+      assert.equal(tuningStatus().poolsAttached, attachedBefore, "with threadpool off no pool is attached");
+      assert.equal(pooled.length, 24);
+      assert.deepEqual(pooled, unpooled);
+    } finally {
+      loadTuning({ threadpool: true });
+    }
+  });
+});
+
+describe("parley serve --cpu-kernels", { skip: noCompiler }, () => {
+  before(() => assert.ok(existsSync(CLI), `${CLI} is missing: run \`npm run build\` first (npm test does)`));
+  const avx2 = readFileSync("/proc/cpuinfo", "utf8").split("\n").some((line) => line.startsWith("flags") && /\bavx2\b/.test(line));
+  const TUNED = /"cpuKernels":"?([a-z0-9_]+|null)"?[^\n]*"msg":"llama.cpp engine tuned"/;
+
+  async function serveLog(args: readonly string[]): Promise<{ loaded: string; output: string }> {
+    const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", "--threads", "1", "--log-level", "info", ...args]);
+    try {
+      const loaded = (await server.waitFor(TUNED))[1] ?? "";
+      await server.waitFor(/Model '[^']+' loaded/);
+      return { loaded, output: server.output() };
+    } finally {
+      await server.stop();
+    }
+  }
+
+  test("auto loads ggml's own choice", async () => {
+    const { loaded } = await serveLog([]);
+    assert.match(loaded, /^[a-z0-9_]+$/);
+  });
+
+  test("haswell loads the AVX2 kernels", { skip: avx2 ? undefined : "this CPU has no AVX2" }, async () => {
+    const { loaded, output } = await serveLog(["--cpu-kernels", "haswell"]);
+    assert.equal(loaded, "haswell");
+    assert.doesNotMatch(output, /not in this build|do not run on this CPU/);
+  });
+
+  test("a variant the build lacks falls back to ggml's choice, and says so", async () => {
+    const { loaded, output } = await serveLog(["--cpu-kernels", "nosuchcpu"]);
+    assert.notEqual(loaded, "nosuchcpu");
+    assert.match(output, /CPU kernels \\"nosuchcpu\\" are not in this build; using ggml's choice/);
+  });
+
+  test("--no-threadpool runs without the pool", async () => {
+    const { output } = await serveLog(["--no-threadpool"]);
+    assert.match(output, /"threadpool":false[^\n]*"msg":"llama.cpp engine tuned"/);
+  });
+
+  test("a malformed variant name is refused before anything starts", async () => {
+    const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", "--cpu-kernels", "../evil"]);
+    assert.equal(await server.exited(), 1);
+    assert.match(server.output(), /--cpu-kernels must be 'auto' or a variant name/);
+  });
+});
