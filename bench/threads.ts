@@ -5,17 +5,24 @@
  *   node --import tsx bench/threads.ts MODEL.gguf [MODEL.gguf ...]
  *
  * Each (model, threads) cell: a fresh context, a 32-token prompt, then 64 greedy tokens;
- * 3 rounds (ROUNDS), alternating thread counts, median ms/token reported; THREADS=1,2 and TOKENS=64 by default.
+ * 3 rounds (ROUNDS), alternating thread counts, median ms/token reported; THREADS=1,2,3,4 and TOKENS=64 by default.
+ * The engine runs as Parley runs it (its tuning addon loaded); THREADPOOL=off measures
+ * node-llama-cpp's own threading instead, CPU_KERNELS=haswell a given kernel variant.
  */
 import path from "node:path";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { LlamaLogLevel } from "node-llama-cpp";
+import { openEngine } from "../src/backends/local/engine.js";
 
 const THREADS = (process.env.THREADS ?? "1,2,3,4").split(",").map(Number);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 
-const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
-console.log(`cpuMathCores ${llama.cpuMathCores}, maxThreads ${llama.maxThreads}`);
+const { llama, tuning } = await openEngine({
+  logLevel: LlamaLogLevel.error,
+  threadpool: process.env.THREADPOOL !== "off",
+  cpuKernels: process.env.CPU_KERNELS,
+});
+console.log(`cpuMathCores ${llama.cpuMathCores}, maxThreads ${llama.maxThreads}, tuning ${JSON.stringify(tuning)}`);
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? NaN;
 
 for (const file of process.argv.slice(2)) {

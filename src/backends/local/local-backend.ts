@@ -18,6 +18,7 @@ import { DecodeLoop } from "./decode-loop.js";
 import { commonPrefixLength, generate } from "./generate.js";
 import { renderPrompt } from "./render-prompt.js";
 import { SlotQueue } from "./slot-queue.js";
+import { tuningStatus } from "./llama-tuning.js";
 import { defaultThreads } from "./threads.js";
 
 export interface LocalModelOptions {
@@ -103,7 +104,8 @@ export class LocalBackend implements Backend {
       const model = await this.#llama.loadModel({ modelPath: this.#options.modelPath });
       const parallel = this.#options.parallel ?? 1;
       const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
-      const threads = this.#options.threads ?? defaultThreads(model.size, this.#llama.cpuMathCores);
+      const tuning = tuningStatus();
+      const threads = this.#options.threads ?? defaultThreads(model.size, this.#llama.cpuMathCores, tuning.active && tuning.threadpool);
       const context = await model.createContext({ contextSize, sequences: parallel, threads });
       const sequences = Array.from({ length: parallel }, () => context.getSequence());
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
