@@ -4,6 +4,7 @@
  * plus llama.cpp's `llama-batched-bench` at the same batch sizes as the native ceiling.
  *
  *   npm run bench:concurrency            # N = 1, 4, 8; THREADS=2; TOKENS=64; ROUNDS=3
+ *   CPU_KERNELS=haswell npm run bench:concurrency   # adds an arm: Parley --cpu-kernels haswell
  *
  * Aggregate tokens/s = all completion tokens after each stream's first, over the time
  * from the first stream's first token to the last stream's last token. Medians over
@@ -23,6 +24,9 @@ const LEVELS = (process.env.LEVELS ?? "1,4,8").split(",").map(Number);
 const THREADS = Number(process.env.THREADS ?? 2);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+/** A second Parley arm with `--cpu-kernels` (docs/engine.md), e.g. haswell; none by default. */
+const CPU_KERNELS = process.env.CPU_KERNELS;
+const KERNEL_ARM = CPU_KERNELS === undefined ? undefined : `parley --cpu-kernels ${CPU_KERNELS}`;
 const RESULTS = path.join(PROJECT_ROOT, "bench/results");
 
 const prompt = (index: number) => [
@@ -68,14 +72,25 @@ async function batchedBench(model: string): Promise<Map<number, number>> {
 async function main(): Promise<void> {
   const model = await benchModel();
   const rows: string[] = [];
-  const levels: Array<{ streams: number; llamaServer: number; parley: number; batchedBench: number | null; rounds: Record<string, number[]> }> = [];
+  const levels: Array<{
+    streams: number;
+    llamaServer: number;
+    parley: number;
+    parleyKernels?: { cpuKernels: string; tokensPerS: number };
+    batchedBench: number | null;
+    rounds: Record<string, number[]>;
+  }> = [];
   const native = await batchedBench(model);
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams };
     const results = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
+    const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
+    if (KERNEL_ARM !== undefined) {
+      results.set(KERNEL_ARM, []);
+      order.push([KERNEL_ARM, (s) => startParley(s, ["--cpu-kernels", CPU_KERNELS!])]);
+    }
     for (let round = 0; round < ROUNDS; round++) {
-      const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", startParley]];
-      for (const [name, start] of round % 2 === 0 ? order : order.reverse()) {
+      for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
         const server = await start(settings);
         try {
           await burst(server, streams); // warm-up
@@ -90,8 +105,17 @@ async function main(): Promise<void> {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
-    levels.push({ streams, llamaServer: server, parley, batchedBench: Number.isFinite(ceiling) ? ceiling : null, rounds: Object.fromEntries(results) });
-    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |`);
+    const kernels = KERNEL_ARM === undefined ? undefined : median(results.get(KERNEL_ARM)!);
+    levels.push({
+      streams,
+      llamaServer: server,
+      parley,
+      ...(kernels === undefined ? {} : { parleyKernels: { cpuKernels: CPU_KERNELS!, tokensPerS: kernels } }),
+      batchedBench: Number.isFinite(ceiling) ? ceiling : null,
+      rounds: Object.fromEntries(results),
+    });
+    const kernelCells = kernels === undefined ? "" : ` ${kernels.toFixed(2)} | ${(kernels / server).toFixed(3)} | ${(kernels / ceiling).toFixed(3)} |`;
+    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${kernelCells}`);
   }
   const report = [
     "# Concurrent streams: aggregate decode tokens/s",
@@ -101,10 +125,12 @@ async function main(): Promise<void> {
     `each server started with --parallel N, warmed with one burst, then measured; medians of ${ROUNDS} rounds, alternating order.`,
     `llama-batched-bench: \`-t ${THREADS} -npp 41 -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling.`,
     "",
-    "Command: `npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
+    "Command: `" + (CPU_KERNELS === undefined ? "" : `CPU_KERNELS=${CPU_KERNELS} `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
     "",
-    "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |",
-    "|---|---|---|---|---|---|",
+    KERNEL_ARM === undefined
+      ? "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
+      : `| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley --cpu-kernels ${CPU_KERNELS} | / llama-server | / batched-bench |`,
+    KERNEL_ARM === undefined ? "|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
     "Targets (issue 3): at 4 and 8 streams, Parley ≥ 1.1× llama-server and ≥ 0.85× llama-batched-bench.",

@@ -78,12 +78,13 @@ export async function startLlamaServer(settings: EngineSettings): Promise<Server
   return startServer("llama-server", path.join(TOOLS, "llama-server"), args, port);
 }
 
-export async function startParley(settings: EngineSettings): Promise<ServerProcess> {
+/** `extraArgs`: more `parley serve` flags, e.g. `--cpu-kernels haswell` for a second arm. */
+export async function startParley(settings: EngineSettings, extraArgs: readonly string[] = []): Promise<ServerProcess> {
   const port = await freePort();
   const args = [
     path.join(PROJECT_ROOT, "dist/cli/main.js"), "serve", "--model", settings.model, "--model-name", "bench",
     "--threads", String(settings.threads), "--context-size", String(settings.contextSize),
-    "--parallel", String(settings.parallel), "--port", String(port), "--log-level", "warn",
+    "--parallel", String(settings.parallel), "--port", String(port), "--log-level", "warn", ...extraArgs,
   ];
   return startServer("parley", process.execPath, args, port);
 }
