@@ -14,7 +14,8 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { getLlama, LlamaLogLevel } from "node-llama-cpp";
+import { LlamaLogLevel } from "node-llama-cpp";
+import { openEngine } from "../src/backends/local/engine.js";
 import { AccessControl } from "../src/access/access-control.js";
 import { KeyService } from "../src/access/key-service.js";
 import { parseKeySpec } from "../src/access/key-spec.js";
@@ -47,7 +48,7 @@ const percentile = (values: readonly number[], p: number): number => {
 };
 
 async function main(): Promise<void> {
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
+  const { llama } = await openEngine({ logLevel: LlamaLogLevel.error });
   const backend = new LocalBackend(llama, { id: "stories", modelPath: path.join(SHARED_MODELS, "stories260K.gguf"), threads: 1, parallel: 1 });
   await backend.load();
   const registry = new ModelRegistry();

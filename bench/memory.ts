@@ -22,7 +22,8 @@
  * Results: bench/results/memory.md.
  */
 import { gguf } from "@huggingface/gguf";
-import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { openEngine } from "../src/backends/local/engine.js";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -78,15 +79,14 @@ let engine: Promise<Llama> | undefined;
 
 /** node-llama-cpp keeps one engine per process, with the logger it was first given: one for every model here. */
 function loggingEngine(): Promise<Llama> {
-  engine ??= getLlama({
-    gpu: false,
+  engine ??= openEngine({
     logLevel: LlamaLogLevel.info,
     logger: (_level, message) => {
       // e.g. "llama_kv_cache:        CPU KV buffer size =    48.00 MiB", "load_tensors:   CPU_Mapped model buffer size =   500.79 MiB"
       const match = /(model|KV|compute|output) buffer size *= *([\d.]+) MiB/.exec(message);
       if (match !== null) engineLog.set(match[1] ?? "", (engineLog.get(match[1] ?? "") ?? 0) + Number(match[2]));
     },
-  });
+  }).then((opened) => opened.llama);
   return engine;
 }
 

@@ -40,15 +40,20 @@
 
 /* ---- settings and counters, shared by the hooks (any thread) and JavaScript ---- */
 
+/* Flags read by the hooks on libuv worker threads are atomics; the rest is under `lock`. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static int enabled = 0;             /* hooks do nothing until configure() */
-static int threadpool_enabled = 1;  /* attach a pool to each new context */
-static int poll_level = 0;          /* ggml's default is 50; 0 measured faster here (docs/engine.md) */
-static char cpu_kernels[64] = "";   /* "" = ggml's own choice */
-static char cpu_kernels_loaded[64] = "";
+static atomic_int enabled = 0;             /* hooks do nothing until configure() */
+static atomic_int threadpool_enabled = 1;  /* attach a pool to each new context */
+static atomic_int poll_level = 0;          /* ggml's default is 50; 0 measured faster here (docs/engine.md) */
+static char cpu_kernels[64] = "";          /* "" = ggml's own choice */
 static char last_error[256] = "";
 static long pools_attached = 0;
 static long pools_live = 0;
+
+/* Exported so that a second copy of this addon (another path) is recognised and skipped when
+ * looking for the real functions: two copies would otherwise call each other forever. */
+__attribute__((visibility("default"))) const int parley_llama_tuning_marker = 1;
+#define HOOK __attribute__((visibility("default")))
 
 static void set_error(const char * message) {
     pthread_mutex_lock(&lock);
@@ -59,51 +64,60 @@ static void set_error(const char * message) {
 /* ---- finding the real functions among the loaded objects ---- */
 
 struct names {
-    char * list[256];
-    int count;
+    char ** list;
+    size_t count;
+    size_t capacity;
 };
 
 static int collect_name(struct dl_phdr_info * info, size_t size, void * data) {
     (void) size;
     struct names * names = data;
     if (info->dlpi_name == NULL || info->dlpi_name[0] == '\0') return 0; /* the executable */
-    if (names->count == 256) return 1;
+    if (names->count == names->capacity) {
+        size_t capacity = names->capacity == 0 ? 64 : names->capacity * 2;
+        char ** list = realloc(names->list, capacity * sizeof *list);
+        if (list == NULL) return 1;
+        names->list = list;
+        names->capacity = capacity;
+    }
     names->list[names->count] = strdup(info->dlpi_name);
     if (names->list[names->count] != NULL) names->count++;
     return 0;
 }
 
-/* The first definition of `name` in a loaded object other than ours, or NULL. The names are
- * collected first and opened after: dlopen inside dl_iterate_phdr's callback risks the loader's
- * locks. */
-static void * find_real(const char * name, void * self) {
-    struct names names = { .count = 0 };
+/* The first definition of `name` in a loaded object that is not a copy of this addon, or
+ * NULL. The names are collected first and opened after: dlopen inside dl_iterate_phdr's
+ * callback risks the loader's locks. */
+static void * find_real(const char * name) {
+    struct names names = { NULL, 0, 0 };
     dl_iterate_phdr(collect_name, &names);
     void * found = NULL;
-    for (int i = 0; i < names.count; i++) {
+    for (size_t i = 0; i < names.count; i++) {
         if (found == NULL) {
             void * handle = dlopen(names.list[i], RTLD_NOLOAD | RTLD_LAZY);
             if (handle != NULL) {
-                void * symbol = dlsym(handle, name);
+                /* dlsym searches the object and its dependencies; an object that is (or
+                 * depends on) a copy of this addon would answer with a hook. */
+                if (dlsym(handle, "parley_llama_tuning_marker") == NULL) found = dlsym(handle, name);
                 dlclose(handle);
-                if (symbol != NULL && symbol != self) found = symbol;
             }
         }
         free(names.list[i]);
     }
+    free(names.list);
     return found;
 }
 
-#define REAL(type, name, self) ((type) find_real(name, (void *) (self)))
+#define REAL(type, name) ((type) find_real(name))
 
 /* ggml-cpu's own functions live in whichever variant was loaded: ask its registry. */
 static void * cpu_proc(const char * name) {
     typedef ggml_backend_dev_t (*by_type_t)(enum ggml_backend_dev_type);
     typedef ggml_backend_reg_t (*dev_reg_t)(ggml_backend_dev_t);
     typedef void * (*proc_t)(ggml_backend_reg_t, const char *);
-    by_type_t by_type = REAL(by_type_t, "ggml_backend_dev_by_type", NULL);
-    dev_reg_t dev_reg = REAL(dev_reg_t, "ggml_backend_dev_backend_reg", NULL);
-    proc_t proc = REAL(proc_t, "ggml_backend_reg_get_proc_address", NULL);
+    by_type_t by_type = REAL(by_type_t, "ggml_backend_dev_by_type");
+    dev_reg_t dev_reg = REAL(dev_reg_t, "ggml_backend_dev_backend_reg");
+    proc_t proc = REAL(proc_t, "ggml_backend_reg_get_proc_address");
     if (by_type == NULL || dev_reg == NULL || proc == NULL) return NULL;
     ggml_backend_dev_t dev = by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (dev == NULL) return NULL;
@@ -126,8 +140,8 @@ typedef struct ggml_threadpool_params (*params_default_t)(int);
 typedef ggml_threadpool_t (*pool_new_t)(struct ggml_threadpool_params *);
 typedef void (*pool_free_t)(ggml_threadpool_t);
 
-struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params) {
-    init_t real = REAL(init_t, "llama_init_from_model", llama_init_from_model);
+HOOK struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params) {
+    init_t real = REAL(init_t, "llama_init_from_model");
     if (real == NULL) {
         fprintf(stderr, "parley llama-tuning: llama_init_from_model not found in any loaded library\n");
         abort();
@@ -135,8 +149,8 @@ struct llama_context * llama_init_from_model(struct llama_model * model, struct 
     struct llama_context * ctx = real(model, params);
     if (ctx == NULL || !enabled || !threadpool_enabled) return ctx;
 
-    params_default_t params_default = REAL(params_default_t, "ggml_threadpool_params_default", NULL);
-    attach_t attach = REAL(attach_t, "llama_attach_threadpool", NULL);
+    params_default_t params_default = REAL(params_default_t, "ggml_threadpool_params_default");
+    attach_t attach = REAL(attach_t, "llama_attach_threadpool");
     pool_new_t pool_new = (pool_new_t) cpu_proc("ggml_threadpool_new");
     if (params_default == NULL || attach == NULL || pool_new == NULL) {
         set_error("threadpool functions not found; this context uses ggml's per-step threads");
@@ -167,14 +181,14 @@ struct llama_context * llama_init_from_model(struct llama_model * model, struct 
     return ctx;
 }
 
-void llama_free(struct llama_context * ctx) {
-    free_ctx_t real = REAL(free_ctx_t, "llama_free", llama_free);
+HOOK void llama_free(struct llama_context * ctx) {
+    free_ctx_t real = REAL(free_ctx_t, "llama_free");
     if (real == NULL) {
         fprintf(stderr, "parley llama-tuning: llama_free not found in any loaded library\n");
         abort();
     }
-    /* The context goes first: once llama_free returns no graph can be using its pool. */
-    real(ctx);
+    /* Take the entry off the list first: once the context is freed, another thread's
+     * llama_init_from_model may get the same address back and list its own pool under it. */
     pthread_mutex_lock(&lock);
     struct attached ** link = &contexts;
     struct attached * entry = NULL;
@@ -188,6 +202,8 @@ void llama_free(struct llama_context * ctx) {
         link = &(*link)->next;
     }
     pthread_mutex_unlock(&lock);
+    /* The context goes before its pool: once llama_free returns no graph can be using it. */
+    real(ctx);
     if (entry == NULL) return;
     pool_free_t pool_free = (pool_free_t) cpu_proc("ggml_threadpool_free");
     if (pool_free != NULL) pool_free(entry->pool);
@@ -199,8 +215,8 @@ void llama_free(struct llama_context * ctx) {
 typedef void (*load_all_t)(const char *);
 typedef ggml_backend_reg_t (*load_t)(const char *);
 
-void ggml_backend_load_all_from_path(const char * dir) {
-    load_all_t real = REAL(load_all_t, "ggml_backend_load_all_from_path", ggml_backend_load_all_from_path);
+HOOK void ggml_backend_load_all_from_path(const char * dir) {
+    load_all_t real = REAL(load_all_t, "ggml_backend_load_all_from_path");
     if (real == NULL) {
         fprintf(stderr, "parley llama-tuning: ggml_backend_load_all_from_path not found in any loaded library\n");
         abort();
@@ -214,15 +230,15 @@ void ggml_backend_load_all_from_path(const char * dir) {
     if (active && wanted[0] != '\0' && dir != NULL) {
         char path[4096];
         snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, wanted);
-        load_t load = REAL(load_t, "ggml_backend_load", NULL);
+        load_t load = REAL(load_t, "ggml_backend_load");
         if (access(path, R_OK) != 0) {
             char message[256];
             snprintf(message, sizeof message, "CPU kernels \"%s\" are not in this build; using ggml's choice", wanted);
             set_error(message);
         } else if (load != NULL && load(path) != NULL) {
-            pthread_mutex_lock(&lock);
-            memcpy(cpu_kernels_loaded, wanted, sizeof cpu_kernels_loaded);
-            pthread_mutex_unlock(&lock);
+            /* Only this variant: the real function would also load ggml's best CPU variant
+             * (and any GPU backend in `dir`, and $GGML_BACKEND_PATH), and the first CPU
+             * backend registered is the one llama.cpp uses. Parley runs CPU-only builds. */
             return;
         } else {
             char message[256];
@@ -235,19 +251,18 @@ void ggml_backend_load_all_from_path(const char * dir) {
 
 /* ---- JavaScript ---- */
 
-static int loaded_variant(struct dl_phdr_info * info, size_t size, void * data) {
-    (void) size;
-    const char * name = info->dlpi_name;
-    const char * base = name ? strrchr(name, '/') : NULL;
-    base = base ? base + 1 : name;
-    if (base != NULL && strncmp(base, "libggml-cpu-", 12) == 0) {
-        char * out = data;
-        snprintf(out, 64, "%s", base + 12);
-        char * dot = strstr(out, ".so");
-        if (dot) *dot = '\0';
-        return 1;
-    }
-    return 0;
+/* The CPU variant ggml registered ("zen4", "haswell", ...), into `out`; "" before any. */
+static void loaded_variant(char * out, size_t size) {
+    out[0] = '\0';
+    Dl_info info;
+    void * symbol = cpu_proc("ggml_threadpool_new");
+    if (symbol == NULL || dladdr(symbol, &info) == 0 || info.dli_fname == NULL) return;
+    const char * base = strrchr(info.dli_fname, '/');
+    base = base ? base + 1 : info.dli_fname;
+    if (strncmp(base, "libggml-cpu-", 12) != 0) return;
+    snprintf(out, size, "%s", base + 12);
+    char * dot = strstr(out, ".so");
+    if (dot) *dot = '\0';
 }
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "llama-tuning: " #call " failed"); return NULL; } } while (0)
@@ -300,8 +315,8 @@ static napi_value make_string(napi_env env, const char * text) {
 /* stats(): { poolsAttached, poolsLive, poll, cpuKernelsRequested, cpuKernelsLoaded, lastError } */
 static napi_value stats(napi_env env, napi_callback_info info) {
     (void) info;
-    char variant[64] = "";
-    dl_iterate_phdr(loaded_variant, variant);
+    char variant[64];
+    loaded_variant(variant, sizeof variant);
     napi_value result, value;
     CHECK(napi_create_object(env, &result));
     pthread_mutex_lock(&lock);

@@ -2,13 +2,15 @@
 // Builds native/llama-tuning.c into build/native/llama-tuning.node (part of `npm run build`).
 //
 // It needs a C compiler ($CC, else cc), Node's own headers (shipped with every Node binary
-// distribution, next to the executable) and llama.cpp's headers, which come from the exact
-// llama.cpp release node-llama-cpp bundles (its llama/gitRelease.bundle, read with git).
-// Where one of them is missing, Parley still builds and runs: it prints why, records it in
-// build/native/status.json, and the engine runs without the tuning (decoding slower, see
-// docs/engine.md). Linux only: the addon relies on ELF symbol interposition.
+// distribution, next to the executable), git and tar, to read llama.cpp's headers from the
+// exact llama.cpp release node-llama-cpp bundles (its llama/gitRelease.bundle). Where one of
+// them is missing, Parley still builds and runs: it prints why, records it in
+// build/native/status.json, removes any addon an earlier build left (one compiled against
+// other headers would corrupt memory), and the engine runs without the tuning (decoding
+// slower, see docs/engine.md). Linux only: the addon relies on ELF symbol interposition.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -20,6 +22,7 @@ const statusFile = path.join(out, "status.json");
 
 function finish(built, reason) {
   mkdirSync(out, { recursive: true });
+  if (!built) rmSync(target, { force: true });
   writeFileSync(statusFile, JSON.stringify({ built, reason: reason ?? null }, null, 2) + "\n");
   if (!built) {
     console.warn(`parley: built without the llama.cpp tuning addon (${reason}); local models will decode slower.`);
@@ -33,11 +36,12 @@ function run(command, args, options = {}) {
 
 if (process.platform !== "linux") finish(false, `not supported on ${process.platform}`);
 
-const cc = process.env.CC || "cc";
+// $CC may carry arguments (e.g. "ccache gcc").
+const [cc = "cc", ...ccArgs] = (process.env.CC || "cc").trim().split(/\s+/);
 try {
-  run(cc, ["--version"]);
+  run(cc, [...ccArgs, "--version"]);
 } catch {
-  finish(false, `no C compiler (${cc}) found`);
+  finish(false, `no C compiler (${[cc, ...ccArgs].join(" ")}) found`);
 }
 
 const nodeHeaders = path.join(path.dirname(process.execPath), "..", "include", "node");
@@ -45,23 +49,21 @@ if (!existsSync(path.join(nodeHeaders, "node_api.h"))) {
   finish(false, `Node's headers are not at ${nodeHeaders}`);
 }
 
-// node-llama-cpp's package root: walk up from its entry point (its exports hide package.json).
-let packageRoot = path.dirname(fileURLToPath(import.meta.resolve("node-llama-cpp")));
-while (!existsSync(path.join(packageRoot, "package.json")) && path.dirname(packageRoot) !== packageRoot) {
-  packageRoot = path.dirname(packageRoot);
-}
-const llamaCppDir = path.join(packageRoot, "llama");
+// node-llama-cpp is a direct dependency, installed by npm at the top of node_modules.
+const llamaCppDir = path.join(root, "node_modules", "node-llama-cpp", "llama");
 const bundle = path.join(llamaCppDir, "gitRelease.bundle");
 if (!existsSync(bundle)) finish(false, `node-llama-cpp's llama.cpp bundle is missing (${bundle})`);
 
-// Up to date? The headers depend on the bundle; the addon on the source and the headers.
+// Up to date? The headers depend on the bundle (stamped with its SHA-256, ~0.1 s); the addon
+// on the source and the headers.
 const headers = path.join(out, "include");
-const stamp = path.join(headers, ".bundle-mtime");
-const bundleStamp = String(statSync(bundle).mtimeMs);
+const stamp = path.join(headers, ".bundle-sha256");
+const bundleStamp = createHash("sha256").update(readFileSync(bundle)).digest("hex");
 const headersFresh = existsSync(stamp) && readFileSync(stamp, "utf8") === bundleStamp;
-if (headersFresh && existsSync(target) && statSync(target).mtimeMs > statSync(source).mtimeMs) {
+if (headersFresh && existsSync(target) && statSync(target).mtimeMs > Math.max(statSync(source).mtimeMs, statSync(stamp).mtimeMs)) {
   finish(true);
 }
+rmSync(target, { force: true });
 
 if (!headersFresh) {
   const scratch = path.join(out, "bundle.git");
@@ -84,13 +86,18 @@ if (!headersFresh) {
   writeFileSync(stamp, bundleStamp);
 }
 
+// -Werror for our file only (-isystem: the headers' own warnings are not ours to fix);
+// -fvisibility=hidden: only the three hooks, the marker and N-API's entry point are exported.
+const temporary = `${target}.${process.pid}.tmp`;
 try {
   run(cc, [
-    "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
-    "-I", nodeHeaders, "-I", path.join(headers, "include"), "-I", path.join(headers, "ggml", "include"),
-    source, "-o", target, "-ldl", "-lpthread",
+    ...ccArgs, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
+    "-isystem", nodeHeaders, "-isystem", path.join(headers, "include"), "-isystem", path.join(headers, "ggml", "include"),
+    source, "-o", temporary, "-ldl", "-lpthread",
   ]);
+  renameSync(temporary, target);
 } catch (error) {
+  rmSync(temporary, { force: true });
   finish(false, `${cc} failed: ${String(error.stderr ?? error.message).trim()}`);
 }
 finish(true);

@@ -12,6 +12,7 @@ import type { AccessControl } from "../access/access-control.js";
 import { openAccess } from "../access/open-access.js";
 import { chooseCpuKernels, readCpuInfo } from "../backends/local/cpu-kernels.js";
 import { openEngine } from "../backends/local/engine.js";
+import { tuningStatus } from "../backends/local/llama-tuning.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
 import { UpstreamBackend } from "../backends/upstream/upstream-backend.js";
@@ -101,6 +102,15 @@ async function chooseModel(model: LocalModelConfig, config: ServeConfig, log: Lo
   }
 }
 
+let lastTuningWarning: string | null = null;
+
+/** Logs what the tuning addon last could not do, once per distinct message. */
+function warnTuning(log: Logger): void {
+  const { lastError } = tuningStatus();
+  if (lastError !== null && lastError !== lastTuningWarning) log.warn(lastError);
+  lastTuningWarning = lastError;
+}
+
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, redact: ["req.headers.authorization"] });
   let access: AccessControl;
@@ -149,7 +159,7 @@ export async function serve(config: ServeConfig): Promise<void> {
       const { tuning } = engine;
       if (tuning.active) {
         log.info({ threadpool: tuning.threadpool, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason }, "llama.cpp engine tuned");
-        if (tuning.lastError !== null) log.warn(tuning.lastError);
+        warnTuning(log);
       } else {
         log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
       }
@@ -208,6 +218,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     try {
       await backend.load();
       log.info({ model: id, file, ...backend.engine }, `Model '${id}' loaded`);
+      warnTuning(log); // e.g. a threadpool that could not be created for this model's context
     } catch (error) {
       log.fatal({ err: error, file }, `Model '${id}' failed to load`);
       await app.close();

@@ -6,10 +6,10 @@
  * `npm run bench:threads` and `npm run bench:concurrency`, not here.
  */
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { LlamaModel, Token } from "node-llama-cpp";
+import type { LlamaContext, LlamaModel, Token } from "node-llama-cpp";
 import { loadTuning, tuningStatus } from "../../src/backends/local/llama-tuning.js";
 import { CLI, runCli } from "../helpers/cli.js";
 import { PROJECT_ROOT, STORIES_260K, tinyQwen2 } from "../helpers/models.js";
@@ -34,6 +34,21 @@ test("npm run build built the addon", { skip: noCompiler }, () => {
   assert.equal(status.built, true, `not built: ${status.reason}`);
 });
 
+/** This process's threads. */
+function threadIds(): Set<string> {
+  return new Set(readdirSync("/proc/self/task"));
+}
+
+/** A thread's CPU time so far, in clock ticks (utime + stime); 0 once it has exited. */
+function cpuTicks(tid: string): number {
+  try {
+    const fields = readFileSync(`/proc/self/task/${tid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return Number(fields[11]) + Number(fields[12]); // fields 14 and 15 of stat(5), counted after the name
+  } catch {
+    return 0;
+  }
+}
+
 describe("a persistent threadpool per context", { skip: noCompiler }, () => {
   let model: LlamaModel;
   before(async () => {
@@ -42,18 +57,18 @@ describe("a persistent threadpool per context", { skip: noCompiler }, () => {
   });
   after(() => model.dispose());
 
-  async function greedy(threads: number): Promise<Token[]> {
-    const context = await model.createContext({ contextSize: 256, threads });
+  async function greedy(threads: number, count = 24, context?: LlamaContext): Promise<Token[]> {
+    const own = context ?? (await model.createContext({ contextSize: 256, threads }));
     try {
       const tokens: Token[] = [];
       const prompt = model.tokenize("Once upon a time, in a lighthouse by the sea, there lived");
-      for await (const token of context.getSequence().evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+      for await (const token of own.getSequence().evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
         tokens.push(token);
-        if (tokens.length === 24) break;
+        if (tokens.length === count) break;
       }
       return tokens;
     } finally {
-      await context.dispose();
+      if (context === undefined) await own.dispose();
     }
   }
 
@@ -70,6 +85,25 @@ describe("a persistent threadpool per context", { skip: noCompiler }, () => {
     assert.equal(during.lastError, null);
     await context.dispose();
     assert.equal(tuningStatus().poolsLive, before.poolsLive);
+  });
+
+  test("its worker thread lives as long as the context and does the decoding's work", async () => {
+    await greedy(1, 2); // the engine's own worker threads (libuv's pool) exist from here on
+    const before = threadIds();
+    const context = await model.createContext({ contextSize: 256, threads: 2 });
+    // 2 threads: the decoding thread itself plus one pool worker, started with the context.
+    const workers = [...threadIds()].filter((tid) => !before.has(tid));
+    const worker = workers[0] ?? "";
+    try {
+      assert.equal(workers.length, 1, `new threads after createContext: ${workers.join(", ")}`);
+      const ticks = cpuTicks(worker);
+      await greedy(2, 200, context);
+      assert.ok(threadIds().has(worker), "the pool worker survives between steps");
+      assert.ok(cpuTicks(worker) > ticks, "the pool worker computed part of the decode steps");
+    } finally {
+      await context.dispose();
+    }
+    assert.equal(threadIds().has(worker), false, "the pool worker ends with its context");
   });
 
   test("decodes token for token what ggml's per-step threads decode", async () => {
@@ -103,9 +137,18 @@ describe("parley serve --cpu-kernels", { skip: noCompiler }, () => {
     }
   }
 
-  test("auto loads ggml's own choice", async () => {
+  test("auto loads ggml's own choice for one sequence at a time", async () => {
     const { loaded } = await serveLog([]);
+    assert.notEqual(loaded, "null");
     assert.match(loaded, /^[a-z0-9_]+$/);
+  });
+
+  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
+  const amdAvx512Vnni = /vendor_id\s*:\s*AuthenticAMD/.test(cpuinfo) && /^flags.*\bavx512f\b.*\bavx_vnni\b|^flags.*\bavx_vnni\b.*\bavx512f\b/m.test(cpuinfo);
+  test("auto on an AMD AVX-512 CPU with --parallel 2 loads the AVX2 + AVX-VNNI kernels", { skip: amdAvx512Vnni ? undefined : "not an AMD CPU with AVX-512 and AVX-VNNI" }, async () => {
+    const { loaded, output } = await serveLog(["--parallel", "2"]);
+    assert.equal(loaded, "alderlake");
+    assert.match(output, /"why":"AVX2 \+ AVX-VNNI kernels decode batches faster/);
   });
 
   test("haswell loads the AVX2 kernels", { skip: avx2 ? undefined : "this CPU has no AVX2" }, async () => {

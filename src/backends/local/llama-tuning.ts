@@ -57,14 +57,21 @@ let addon: Addon | undefined;
 let failure: string | null = null;
 let threadpool = true;
 
-function buildReason(): string {
+/**
+ * Why the built addon must not be loaded, or null when it may: the build's status file must
+ * say it built. A build that failed removes the addon; this also refuses one left behind by
+ * hand, since an addon compiled against other llama.cpp headers would corrupt memory.
+ */
+function notLoadable(): string | null {
+  let status: { built?: unknown; reason?: unknown };
   try {
-    const status = JSON.parse(readFileSync(path.join(path.dirname(ADDON_PATH), "status.json"), "utf8")) as { reason?: unknown };
-    if (typeof status.reason === "string") return `not built: ${status.reason}`;
+    status = JSON.parse(readFileSync(path.join(path.dirname(ADDON_PATH), "status.json"), "utf8")) as typeof status;
   } catch {
-    // no status file: the build step has not run
+    return `not built (run npm run build): ${path.join(path.dirname(ADDON_PATH), "status.json")} is missing`;
   }
-  return `not built (run npm run build): ${ADDON_PATH} is missing`;
+  if (status.built !== true) return `not built: ${typeof status.reason === "string" ? status.reason : "unknown reason"}`;
+  if (!existsSync(ADDON_PATH)) return `not built (run npm run build): ${ADDON_PATH} is missing`;
+  return null;
 }
 
 /**
@@ -76,9 +83,7 @@ export function loadTuning(options: TuningOptions = {}): TuningStatus {
   if (addon === undefined && failure === null) {
     if (process.platform !== "linux") {
       failure = `not supported on ${process.platform}`;
-    } else if (!existsSync(ADDON_PATH)) {
-      failure = buildReason();
-    } else {
+    } else if ((failure = notLoadable()) === null) {
       const module = { exports: {} as Addon };
       try {
         process.dlopen(module, ADDON_PATH, os.constants.dlopen.RTLD_LAZY | os.constants.dlopen.RTLD_GLOBAL);

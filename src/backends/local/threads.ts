@@ -12,7 +12,7 @@
  * Without the addon, node-llama-cpp's steps on 2 threads carry a fixed cost of about 8–19 ms
  * over 1 thread (ggml starts threads for every graph), which only pays off at several GB:
  * 1 thread below 1 GiB of weights, else every math core. Never more threads than math cores:
- * oversubscribing 2 cores with 3 threads made steps 10–30× slower.
+ * oversubscribing 2 cores with 3 threads made steps 10–1,500× slower.
  */
 
 /** With a persistent threadpool, weights below this size decode fastest on one thread. */
