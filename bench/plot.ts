@@ -40,7 +40,7 @@ interface Chart {
 /** Smallest vertical distance between two value labels at one level, in pixels. */
 const LABEL_GAP = 17;
 
-const COLORS = { parley: "#d9480f", llamaServer: "#1c7ed6", batchedBench: "#5f3dc4" } as const;
+const COLORS = { parley: "#d9480f", parleyKernels: "#f59f00", llamaServer: "#1c7ed6", batchedBench: "#5f3dc4" } as const;
 
 interface ConcurrencyJson {
   readonly measuredAt: string;
@@ -50,7 +50,14 @@ interface ConcurrencyJson {
   readonly rounds: number;
   readonly cpu: string;
   readonly cores: number;
-  readonly levels: ReadonlyArray<{ streams: number; llamaServer: number; parley: number; batchedBench: number | null }>;
+  readonly levels: ReadonlyArray<{
+    streams: number;
+    llamaServer: number;
+    parley: number;
+    /** The optional second Parley arm (CPU_KERNELS=NAME). */
+    parleyKernels?: { cpuKernels: string; tokensPerS: number };
+    batchedBench: number | null;
+  }>;
 }
 
 function fromJson(text: string): Chart {
@@ -60,9 +67,13 @@ function fromJson(text: string): Chart {
       const rate = value(level);
       return rate === null || !Number.isFinite(rate) ? [] : [[level.streams, rate] as const];
     });
+  const kernels = results.levels.find((level) => level.parleyKernels !== undefined)?.parleyKernels?.cpuKernels;
   return {
     series: [
       { name: "Parley (--parallel N)", color: COLORS.parley, points: pick((level) => level.parley) },
+      ...(kernels === undefined
+        ? []
+        : [{ name: `Parley --cpu-kernels ${kernels}`, color: COLORS.parleyKernels, points: pick((level) => level.parleyKernels?.tokensPerS ?? null) }]),
       { name: "llama-server (--parallel N)", color: COLORS.llamaServer, points: pick((level) => level.llamaServer) },
       { name: "llama-batched-bench (native ceiling)", color: COLORS.batchedBench, points: pick((level) => level.batchedBench) },
     ],
