@@ -70,7 +70,8 @@ async function batchedBench(model: string): Promise<Map<number, number>> {
 }
 
 async function main(): Promise<void> {
-  const model = await benchModel();
+  const bench = await benchModel();
+  const model = bench.file;
   const rows: string[] = [];
   const levels: Array<{
     streams: number;
@@ -121,11 +122,11 @@ async function main(): Promise<void> {
     "# Concurrent streams: aggregate decode tokens/s",
     "",
     `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
-    `Synthetic Qwen2-0.5B q8_0, ${THREADS} threads for every engine, ${TOKENS} greedy tokens per stream, distinct prompts, streaming over HTTP;`,
+    `${bench.label.charAt(0).toUpperCase()}${bench.label.slice(1)}, ${THREADS} threads for every engine, ${TOKENS} greedy tokens per stream, distinct prompts, streaming over HTTP;`,
     `each server started with --parallel N, warmed with one burst, then measured; medians of ${ROUNDS} rounds, alternating order.`,
     `llama-batched-bench: \`-t ${THREADS} -npp 41 -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling.`,
     "",
-    "Command: `" + (CPU_KERNELS === undefined ? "" : `CPU_KERNELS=${CPU_KERNELS} `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
+    "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (CPU_KERNELS === undefined ? "" : `CPU_KERNELS=${CPU_KERNELS} `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
     "",
     KERNEL_ARM === undefined
       ? "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
@@ -137,10 +138,10 @@ async function main(): Promise<void> {
     "",
   ].join("\n");
   mkdirSync(RESULTS, { recursive: true });
-  writeFileSync(path.join(RESULTS, "concurrency.md"), report);
+  writeFileSync(path.join(RESULTS, `concurrency${bench.suffix}.md`), report);
   const measuredAt = new Date().toISOString();
-  const settings = { threads: THREADS, tokens: TOKENS, rounds: ROUNDS, model: "synthetic Qwen2-0.5B q8_0", cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, node: process.version };
-  writeFileSync(path.join(RESULTS, "concurrency.json"), `${JSON.stringify({ measuredAt, unit: "aggregate decode tokens/s", ...settings, levels }, null, 2)}\n`);
+  const settings = { threads: THREADS, tokens: TOKENS, rounds: ROUNDS, model: bench.label, cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, node: process.version };
+  writeFileSync(path.join(RESULTS, `concurrency${bench.suffix}.json`), `${JSON.stringify({ measuredAt, unit: "aggregate decode tokens/s", ...settings, levels }, null, 2)}\n`);
   console.log(`\n${report}`);
 }
 

@@ -47,8 +47,7 @@ const PARLEY_DEFAULT_CONTEXT = 4096;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function modelFile(name: string): Promise<string> {
-  if (name === "stories260K") return path.join(SHARED_MODELS, "stories260K.gguf");
-  if (name === "qwen2-0.5b") return benchModel();
+  if (name === "stories260K" || name === "qwen2-0.5b") return (await benchModel(name)).file;
   throw new Error(`unknown model ${name} (stories260K or qwen2-0.5b)`);
 }
 

@@ -69,7 +69,7 @@ async function sample(start: (settings: EngineSettings) => Promise<ServerProcess
 }
 
 async function main(): Promise<void> {
-  const model = await benchModel();
+  const model = (await benchModel("qwen2-0.5b")).file;
   const settings: EngineSettings = { model, threads: THREADS, contextSize: 4096, parallel: 2 };
   const rows: string[] = [];
   for (const [name, start] of [["parley", startParley], ["llama-server", startLlamaServer]] as const) {

@@ -8,6 +8,7 @@
  *
  *   npm run bench                       # defaults: threads 1 and 2, 5 rounds, 128 tokens
  *   ROUNDS=9 TOKENS=256 THREADS=2 npm run bench
+ *   BENCH_MODEL=stories260K THREADS=1 npm run bench:single-stream   # results in single-stream-stories260K.md
  *
  * Results go to bench/results/<scenario>.md and .json.
  */
@@ -15,7 +16,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { PROJECT_ROOT, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
-import { benchModel } from "./lib/bench-model.js";
+import { benchModel, type BenchModel } from "./lib/bench-model.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -49,7 +50,8 @@ function summarize(rows: Row[]): string {
   return lines.join("\n");
 }
 
-async function singleStream(model: string, threads: number): Promise<string> {
+async function singleStream(bench: BenchModel, threads: number): Promise<string> {
+  const model = bench.file;
   const settings: EngineSettings = { model, threads, contextSize: 4096, parallel: 1 };
   // One server at a time holds the cores, so the two never compete; they alternate per round.
   const starters: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [
@@ -73,7 +75,7 @@ async function singleStream(model: string, threads: number): Promise<string> {
   }
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(
-    path.join(RESULTS, `single-stream-${threads}t.json`),
+    path.join(RESULTS, `single-stream${bench.suffix}-${threads}t.json`),
     JSON.stringify({ settings: { ...settings, model: path.basename(model) }, rounds: ROUNDS, tokens: TOKENS, results: Object.fromEntries(rows) }, null, 2),
   );
   const table = summarize([...rows].map(([server, timings]) => ({ server, timings })));
@@ -96,18 +98,18 @@ async function main(): Promise<void> {
     "# Single stream: Parley vs llama-server",
     "",
     `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
-    "Model: synthetic Qwen2-0.5B q8_0 (real Qwen2 tokenizer, random weights). Context 4096, one request at a time, greedy",
+    `Model: ${model.label}. Context 4096, one request at a time, greedy`,
     `(temperature 0), max_tokens ${TOKENS}, streaming, measured at the client through HTTP. ${ROUNDS} rounds per thread count,`,
     "alternating which server runs first; each server is started fresh per round, warmed with one 8-token request, and",
     "alone on the machine while measured. Decode tokens/s counts the tokens after the first over the time from the first",
     "content chunk to the last; TTFT is from sending the request to the first content chunk.",
     "",
-    "Command: `npm run bench` " + `(ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
+    "Command: `npm run bench:single-stream` " + `(${model.suffix === "" ? "" : `BENCH_MODEL=${model.suffix.slice(1)} `}ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
     "",
     ...sections,
   ].join("\n");
   mkdirSync(RESULTS, { recursive: true });
-  writeFileSync(path.join(RESULTS, "single-stream.md"), report);
+  writeFileSync(path.join(RESULTS, `single-stream${model.suffix}.md`), report);
   console.log(`\n${report}`);
 }
 

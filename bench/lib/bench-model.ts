@@ -1,10 +1,28 @@
-/** The benchmarks' model: a synthetic Qwen2-0.5B q8_0 with the real Qwen2 tokenizer, written once into bench/.work. */
+/**
+ * The benchmarks' model, chosen with BENCH_MODEL:
+ * - `qwen2-0.5b` (the default): a synthetic Qwen2-0.5B q8_0 with the real Qwen2 tokenizer,
+ *   written once into bench/.work;
+ * - `stories260K`: the tiny real model in ../shared/models, where a decode step costs well
+ *   under a millisecond and what a server adds per token shows.
+ */
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 import { synthesizeModel } from "../../src/models/synthesize.js";
 import { PROJECT_ROOT, SHARED_MODELS } from "./processes.js";
 
-export async function benchModel(): Promise<string> {
+export interface BenchModel {
+  readonly file: string;
+  /** For reports, e.g. "synthetic Qwen2-0.5B q8_0". */
+  readonly label: string;
+  /** For result file names: "" for the default model, else e.g. "-stories260K". */
+  readonly suffix: string;
+}
+
+export async function benchModel(name = process.env.BENCH_MODEL ?? "qwen2-0.5b"): Promise<BenchModel> {
+  if (name === "stories260K") {
+    return { file: path.join(SHARED_MODELS, "stories260K.gguf"), label: "stories260K (real, 1.2 MB)", suffix: "-stories260K" };
+  }
+  if (name !== "qwen2-0.5b") throw new Error(`BENCH_MODEL must be qwen2-0.5b or stories260K, got '${name}'`);
   const work = path.join(PROJECT_ROOT, "bench/.work");
   const file = path.join(work, "qwen2-0.5b-q8_0.gguf");
   if (!existsSync(file)) {
@@ -12,5 +30,5 @@ export async function benchModel(): Promise<string> {
     console.log(`writing ${file} (synthetic Qwen2-0.5B, q8_0)…`);
     await synthesizeModel({ architecture: "qwen2", shape: "0.5b", type: "q8_0", vocabularyPath: path.join(SHARED_MODELS, "ggml-vocab-qwen2.gguf"), outputPath: file });
   }
-  return file;
+  return { file, label: "synthetic Qwen2-0.5B q8_0", suffix: "" };
 }
