@@ -110,6 +110,16 @@ static void * find_real(const char * name) {
 
 #define REAL(type, name) ((type) find_real(name))
 
+/* The real function a hook wraps. Without it the hook cannot do its caller's work at all. */
+static void * need_real(const char * name) {
+    void * real = find_real(name);
+    if (real == NULL) {
+        fprintf(stderr, "parley llama-tuning: %s not found in any loaded library\n", name);
+        abort();
+    }
+    return real;
+}
+
 /* ggml-cpu's own functions live in whichever variant was loaded: ask its registry. */
 static void * cpu_proc(const char * name) {
     typedef ggml_backend_dev_t (*by_type_t)(enum ggml_backend_dev_type);
@@ -141,11 +151,7 @@ typedef ggml_threadpool_t (*pool_new_t)(struct ggml_threadpool_params *);
 typedef void (*pool_free_t)(ggml_threadpool_t);
 
 HOOK struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params) {
-    init_t real = REAL(init_t, "llama_init_from_model");
-    if (real == NULL) {
-        fprintf(stderr, "parley llama-tuning: llama_init_from_model not found in any loaded library\n");
-        abort();
-    }
+    init_t real = (init_t) need_real("llama_init_from_model");
     struct llama_context * ctx = real(model, params);
     if (ctx == NULL || !enabled || !threadpool_enabled) return ctx;
 
@@ -166,6 +172,8 @@ HOOK struct llama_context * llama_init_from_model(struct llama_model * model, st
     struct attached * entry = malloc(sizeof *entry);
     if (pool == NULL || entry == NULL) {
         free(entry);
+        pool_free_t pool_free = (pool_free_t) cpu_proc("ggml_threadpool_free");
+        if (pool != NULL && pool_free != NULL) pool_free(pool);
         set_error("could not create a ggml threadpool; this context uses ggml's per-step threads");
         return ctx;
     }
@@ -182,11 +190,7 @@ HOOK struct llama_context * llama_init_from_model(struct llama_model * model, st
 }
 
 HOOK void llama_free(struct llama_context * ctx) {
-    free_ctx_t real = REAL(free_ctx_t, "llama_free");
-    if (real == NULL) {
-        fprintf(stderr, "parley llama-tuning: llama_free not found in any loaded library\n");
-        abort();
-    }
+    free_ctx_t real = (free_ctx_t) need_real("llama_free");
     /* Take the entry off the list first: once the context is freed, another thread's
      * llama_init_from_model may get the same address back and list its own pool under it. */
     pthread_mutex_lock(&lock);
@@ -216,11 +220,7 @@ typedef void (*load_all_t)(const char *);
 typedef ggml_backend_reg_t (*load_t)(const char *);
 
 HOOK void ggml_backend_load_all_from_path(const char * dir) {
-    load_all_t real = REAL(load_all_t, "ggml_backend_load_all_from_path");
-    if (real == NULL) {
-        fprintf(stderr, "parley llama-tuning: ggml_backend_load_all_from_path not found in any loaded library\n");
-        abort();
-    }
+    load_all_t real = (load_all_t) need_real("ggml_backend_load_all_from_path");
     pthread_mutex_lock(&lock);
     char wanted[sizeof cpu_kernels];
     memcpy(wanted, cpu_kernels, sizeof wanted);

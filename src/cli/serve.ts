@@ -50,7 +50,7 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
-    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (the highest instruction set this CPU runs) or a variant such as haswell, zen4, skylakex (see docs/engine.md)", "auto")
+    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (ggml's choice, but AVX2 kernels on AMD AVX-512 CPUs when --parallel > 1) or a variant such as haswell, alderlake, zen4 (see docs/engine.md)", "auto")
     .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
     .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")
     .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")

@@ -36,7 +36,7 @@ export interface ServeConfig {
 export interface EngineConfig {
   /** A persistent ggml threadpool per context (Parley's tuning addon). Defaults to true. */
   readonly threadpool: boolean;
-  /** The prebuilt llama.cpp's CPU kernel variant; undefined (`auto`) lets ggml pick. */
+  /** The prebuilt llama.cpp's CPU kernel variant; undefined for `auto` (the rule in cpu-kernels.ts). */
   readonly cpuKernels: string | undefined;
 }
 

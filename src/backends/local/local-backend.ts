@@ -16,9 +16,9 @@ import { ApiError } from "../../protocol/errors.js";
 import type { Admission, Backend, BackendState, Generation, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
 import { DecodeLoop } from "./decode-loop.js";
 import { commonPrefixLength, generate } from "./generate.js";
+import { tuningStatus } from "./llama-tuning.js";
 import { renderPrompt } from "./render-prompt.js";
 import { SlotQueue } from "./slot-queue.js";
-import { tuningStatus } from "./llama-tuning.js";
 import { defaultThreads } from "./threads.js";
 
 export interface LocalModelOptions {
