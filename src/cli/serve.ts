@@ -10,9 +10,10 @@ import { LlamaLogLevel, type Llama } from "node-llama-cpp";
 import { pino, type Logger } from "pino";
 import type { AccessControl } from "../access/access-control.js";
 import { openAccess } from "../access/open-access.js";
-import { chooseCpuKernels, readCpuInfo } from "../backends/local/cpu-kernels.js";
-import { openEngine } from "../backends/local/engine.js";
-import { tuningStatus } from "../backends/local/llama-tuning.js";
+import { readCpuInfo } from "../backends/local/cpu-kernels.js";
+import { engineVersion, openEngine } from "../backends/local/engine.js";
+import { resolveCpuKernels } from "../backends/local/kernel-calibration.js";
+import { loadTuning, tuningStatus } from "../backends/local/llama-tuning.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
 import { UpstreamBackend } from "../backends/upstream/upstream-backend.js";
@@ -50,7 +51,7 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
-    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (ggml's choice, but AVX2 kernels on AMD AVX-512 CPUs when --parallel > 1) or a variant such as haswell, alderlake, zen4 (see docs/engine.md)", "auto")
+    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (measured on the model once, then cached), ggml (ggml's own choice), or a variant such as haswell, alderlake, zen4 (see docs/engine.md)", "auto")
     .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
     .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")
     .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")
@@ -111,6 +112,44 @@ function warnTuning(log: Logger): void {
   lastTuningWarning = lastError;
 }
 
+/** Measures (or recalls) the CPU kernels for the first local model, then opens the engine. */
+async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<Llama> {
+  const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
+  const tunable = loadTuning({ threadpool: config.engine.threadpool }).active;
+  const kernels = await resolveCpuKernels({
+    requested: config.engine.cpuKernels,
+    cpu: readCpuInfo(),
+    engineVersion: engineVersion(),
+    modelPath,
+    threads,
+    parallel,
+    cacheDir: config.cacheDir,
+    tunable,
+    onMeasuring: (cacheFile) =>
+      log.info({ file: modelPath, parallel, cache: cacheFile }, "Measuring llama.cpp's CPU kernels on this model, once for these settings"),
+    onFailure: (variant, error) => log.warn({ cpuKernels: variant ?? "ggml's choice", reason: error.message }, "A CPU kernel variant could not be measured"),
+  });
+  const engine = await openEngine({
+    threadpool: config.engine.threadpool,
+    cpuKernels: kernels.variant,
+    logLevel: LlamaLogLevel.warn,
+    logger: (level, message) => log.debug({ engine: level }, message.trim()),
+  });
+  const { tuning } = engine;
+  if (tuning.active) {
+    const measured = kernels.calibration?.measurements.map((each) => ({
+      cpuKernels: each.loaded,
+      prefillMs: Number(each.prefillMs.toFixed(2)),
+      stepMs: Number(each.stepMs.toFixed(2)),
+    }));
+    log.info({ threadpool: tuning.threadpool, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason, measured }, "llama.cpp engine tuned");
+    warnTuning(log);
+  } else {
+    log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
+  }
+  return engine.llama;
+}
+
 export async function serve(config: ServeConfig): Promise<void> {
   const log = pino({ level: config.logLevel, redact: ["req.headers.authorization"] });
   let access: AccessControl;
@@ -131,7 +170,7 @@ export async function serve(config: ServeConfig): Promise<void> {
   // needed) and loaded after the server listens, so /health can say they are loading.
   const registry = new ModelRegistry();
   const locals: Array<{ readonly backend: LocalBackend; readonly path: string }> = [];
-  let llama: Llama | undefined;
+  let engine: Promise<Llama> | undefined;
   for (const model of config.models) {
     if (model.backend === "upstream") {
       const backend = new UpstreamBackend(model);
@@ -146,26 +185,11 @@ export async function serve(config: ServeConfig): Promise<void> {
       if (error instanceof ModelSourceError) exitWith(error.message);
       throw error;
     }
-    if (llama === undefined) {
-      const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
-      const kernels = chooseCpuKernels(config.engine.cpuKernels, parallel, readCpuInfo());
-      const engine = await openEngine({
-        threadpool: config.engine.threadpool,
-        cpuKernels: kernels.variant,
-        logLevel: LlamaLogLevel.warn,
-        logger: (level, message) => log.debug({ engine: level }, message.trim()),
-      });
-      llama = engine.llama;
-      const { tuning } = engine;
-      if (tuning.active) {
-        log.info({ threadpool: tuning.threadpool, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason }, "llama.cpp engine tuned");
-        warnTuning(log);
-      } else {
-        log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
-      }
-    }
+    // One engine, one CPU kernel variant, for every local model: chosen on the first one,
+    // after the server listens (measuring the kernels loads the model in child processes).
+    engine ??= startEngine(config, choice.path, model.threads, log);
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
-    const backend = new LocalBackend(llama, {
+    const backend = new LocalBackend(engine, {
       id,
       modelPath: choice.path,
       threads: model.threads,
@@ -207,7 +231,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     await app.close();
     await registry.dispose();
     await access.close();
-    await llama?.dispose();
+    await (await engine?.catch(() => undefined))?.dispose();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

@@ -36,7 +36,10 @@ export interface ServeConfig {
 export interface EngineConfig {
   /** A persistent ggml threadpool per context (Parley's tuning addon). Defaults to true. */
   readonly threadpool: boolean;
-  /** The prebuilt llama.cpp's CPU kernel variant; undefined for `auto` (the rule in cpu-kernels.ts). */
+  /**
+   * `--cpu-kernels`: undefined for `auto` (measured per model, kernel-calibration.ts), `ggml`
+   * for ggml's own choice, or a variant of the prebuilt llama.cpp.
+   */
   readonly cpuKernels: string | undefined;
 }
 
@@ -157,11 +160,11 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
   };
 }
 
-/** `--cpu-kernels`: `auto`, or a variant name as in libggml-cpu-NAME.so (checked at load). */
+/** `--cpu-kernels`: `auto`, `ggml`, or a variant name as in libggml-cpu-NAME.so (checked at load). */
 function cpuKernels(value: string | undefined): string | undefined {
   if (value === undefined || value === "auto") return undefined;
   if (!/^[a-z0-9_]{1,32}$/.test(value)) {
-    throw new ConfigError(`--cpu-kernels must be 'auto' or a variant name such as haswell, zen4 or skylakex; got '${value}'.`);
+    throw new ConfigError(`--cpu-kernels must be 'auto', 'ggml' or a variant name such as haswell, zen4 or skylakex; got '${value}'.`);
   }
   return value;
 }

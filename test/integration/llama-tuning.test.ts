@@ -6,10 +6,12 @@
  * `npm run bench:threads` and `npm run bench:concurrency`, not here.
  */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { LlamaContext, LlamaModel, Token } from "node-llama-cpp";
+import { referenceCost } from "../../src/backends/local/kernel-calibration.js";
 import { loadTuning, tuningStatus } from "../../src/backends/local/llama-tuning.js";
 import { CLI, runCli } from "../helpers/cli.js";
 import { PROJECT_ROOT, STORIES_260K, tinyQwen2 } from "../helpers/models.js";
@@ -137,18 +139,65 @@ describe("parley serve --cpu-kernels", { skip: noCompiler }, () => {
     }
   }
 
-  test("auto loads ggml's own choice for one sequence at a time", async () => {
-    const { loaded } = await serveLog([]);
-    assert.notEqual(loaded, "null");
-    assert.match(loaded, /^[a-z0-9_]+$/);
+  test("auto measures each candidate on the model once, loads the cheapest, and caches the choice", async () => {
+    const cacheDir = mkdtempSync(path.join(os.tmpdir(), "parley-kernels-"));
+    try {
+      const first = await serveLog(["--cache-dir", cacheDir]);
+      assert.match(first.output, /Measuring llama.cpp's CPU kernels on this model/);
+      const tuned = JSON.parse(first.output.split("\n").find((line) => line.includes('"msg":"llama.cpp engine tuned"')) ?? "{}") as {
+        cpuKernels?: string;
+        why?: string;
+        measured?: Array<{ cpuKernels: string; prefillMs: number; stepMs: number }>;
+      };
+      const measured = tuned.measured ?? [];
+      assert.ok(measured.length >= 1, first.output);
+      assert.equal(measured.length, new Set(measured.map((each) => each.cpuKernels)).size, "each variant is measured once");
+      const cheapest = [...measured].sort((a, b) => referenceCost(a, 1) - referenceCost(b, 1))[0];
+      assert.equal(tuned.cpuKernels, cheapest?.cpuKernels);
+      assert.equal(first.loaded, cheapest?.cpuKernels);
+      assert.match(tuned.why ?? "", /measured now/);
+      assert.ok(existsSync(path.join(cacheDir, "cpu-kernels.json")));
+
+      const second = await serveLog(["--cache-dir", cacheDir]);
+      assert.doesNotMatch(second.output, /Measuring llama.cpp's CPU kernels/);
+      assert.match(second.output, /"why":"measured [^"]* \(cached in [^"]*cpu-kernels.json\)"/);
+      assert.equal(second.loaded, first.loaded);
+    } finally {
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
   });
 
-  const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
-  const amdAvx512Vnni = /vendor_id\s*:\s*AuthenticAMD/.test(cpuinfo) && /^flags.*\bavx512f\b.*\bavx_vnni\b|^flags.*\bavx_vnni\b.*\bavx512f\b/m.test(cpuinfo);
-  test("auto on an AMD AVX-512 CPU with --parallel 2 loads the AVX2 + AVX-VNNI kernels", { skip: amdAvx512Vnni ? undefined : "not an AMD CPU with AVX-512 and AVX-VNNI" }, async () => {
-    const { loaded, output } = await serveLog(["--parallel", "2"]);
-    assert.equal(loaded, "alderlake");
-    assert.match(output, /"why":"AVX2 \+ AVX-VNNI kernels decode batches faster/);
+  test("the server listens while it measures, and a stop ends the measuring child too", async () => {
+    const cacheDir = mkdtempSync(path.join(os.tmpdir(), "parley-kernels-"));
+    const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", "--threads", "1", "--cache-dir", cacheDir]);
+    try {
+      await server.waitFor(/Measuring llama.cpp's CPU kernels/);
+      const url = (await server.waitFor(/Parley listening on (http:\/\/[^"\s]+)/))[1] ?? "";
+      const health = await fetch(`${url}/health`);
+      assert.ok([200, 503].includes(health.status), `health answers while measuring: ${health.status}`);
+    } finally {
+      await server.stop();
+      rmSync(cacheDir, { recursive: true, force: true });
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const measuring = readdirSync("/proc")
+      .filter((entry) => /^\d+$/.test(entry))
+      .filter((pid) => {
+        try {
+          const command = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+          return command.includes("calibrate-kernels") && command.includes(STORIES_260K);
+        } catch {
+          return false;
+        }
+      });
+    assert.deepEqual(measuring, [], "no measuring child outlives the server");
+  });
+
+  test("ggml loads ggml's own choice without measuring", async () => {
+    const { loaded, output } = await serveLog(["--cpu-kernels", "ggml"]);
+    assert.notEqual(loaded, "null");
+    assert.doesNotMatch(output, /Measuring llama.cpp's CPU kernels/);
+    assert.match(output, /"why":"ggml's choice \(--cpu-kernels ggml\)"/);
   });
 
   test("haswell loads the AVX2 kernels", { skip: avx2 ? undefined : "this CPU has no AVX2" }, async () => {
@@ -164,13 +213,13 @@ describe("parley serve --cpu-kernels", { skip: noCompiler }, () => {
   });
 
   test("--no-threadpool runs without the pool", async () => {
-    const { output } = await serveLog(["--no-threadpool"]);
+    const { output } = await serveLog(["--no-threadpool", "--cpu-kernels", "ggml"]);
     assert.match(output, /"threadpool":false[^\n]*"msg":"llama.cpp engine tuned"/);
   });
 
   test("a malformed variant name is refused before anything starts", async () => {
     const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", "--cpu-kernels", "../evil"]);
     assert.equal(await server.exited(), 1);
-    assert.match(server.output(), /--cpu-kernels must be 'auto' or a variant name/);
+    assert.match(server.output(), /--cpu-kernels must be 'auto', 'ggml' or a variant name/);
   });
 });

@@ -74,11 +74,12 @@ test("--config: the file's models replace the default model; a --model beside it
   }
 });
 
-test("engine: the threadpool on and ggml's CPU kernels by default; a variant name is checked", () => {
+test("engine: the threadpool on and measured CPU kernels (auto) by default; a variant name is checked", () => {
   assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined });
   assert.deepEqual(buildServeConfig({ cpuKernels: "auto", threadpool: false }, {}).engine, { threadpool: false, cpuKernels: undefined });
   assert.equal(buildServeConfig({ cpuKernels: "haswell" }, {}).engine.cpuKernels, "haswell");
+  assert.equal(buildServeConfig({ cpuKernels: "ggml" }, {}).engine.cpuKernels, "ggml");
   for (const bad of ["../x", "Haswell", "", "zen 4", "a".repeat(33)]) {
-    assert.throws(() => buildServeConfig({ cpuKernels: bad }, {}), /--cpu-kernels must be 'auto' or a variant name/, bad);
+    assert.throws(() => buildServeConfig({ cpuKernels: bad }, {}), /--cpu-kernels must be 'auto', 'ggml' or a variant name/, bad);
   }
 });

@@ -12,11 +12,12 @@
  * | alderlake (AVX2 + AVX-VNNI) | 1,205 ms | 16.1 / 47.4 / 50.1 ms |
  * | haswell (AVX2) | 1,370 ms | 16.2 / 48.1 / 53.5 ms |
  *
- * So with `auto` Parley keeps ggml's choice, except where a model decodes several sequences
- * together (`--parallel` above 1) on an AMD CPU whose best variant would be an AVX-512 one:
- * there it loads `alderlake` (or `haswell` without AVX-VNNI). Intel's AVX-512 parts are not
- * measured, so they keep ggml's choice. A variant the CPU cannot run is never asked for; one
- * that fails to load falls back to ggml's choice (llama-tuning.c).
+ * `--cpu-kernels auto` measures the variants on the served model (kernel-calibration.ts). This
+ * rule is its fallback when no variant could be measured: keep ggml's choice, except where a
+ * model decodes several sequences together (`--parallel` above 1) on an AMD CPU whose best
+ * variant would be an AVX-512 one; there load `alderlake` (or `haswell` without AVX-VNNI).
+ * Intel's AVX-512 parts are not measured, so they keep ggml's choice. A variant that fails to
+ * load falls back to ggml's choice (llama-tuning.c).
  */
 import { readFileSync } from "node:fs";
 

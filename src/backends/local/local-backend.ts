@@ -60,15 +60,17 @@ export const DEFAULT_CONTEXT_SIZE = 4096;
 
 export class LocalBackend implements Backend {
   readonly info: ModelInfo;
-  readonly #llama: Llama;
+  /** The engine, possibly still opening (`parley serve` measures CPU kernels first). */
+  readonly #llama: Promise<Llama>;
   readonly #options: LocalModelOptions;
   #state: BackendState = "loading";
   #loaded: Loaded | undefined;
   #failure: string | undefined;
   #generatedTokens = 0;
 
-  constructor(llama: Llama, options: LocalModelOptions) {
-    this.#llama = llama;
+  constructor(llama: Llama | Promise<Llama>, options: LocalModelOptions) {
+    this.#llama = Promise.resolve(llama);
+    this.#llama.catch(() => undefined); // a failure is reported by load()
     this.#options = options;
     this.info = { id: options.id, created: Math.floor(Date.now() / 1000), ownedBy: "parley" };
   }
@@ -101,11 +103,12 @@ export class LocalBackend implements Backend {
 
   async load(): Promise<void> {
     try {
-      const model = await this.#llama.loadModel({ modelPath: this.#options.modelPath });
+      const llama = await this.#llama;
+      const model = await llama.loadModel({ modelPath: this.#options.modelPath });
       const parallel = this.#options.parallel ?? 1;
       const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
       const tuning = tuningStatus();
-      const threads = this.#options.threads ?? defaultThreads(model.size, this.#llama.cpuMathCores, tuning.active && tuning.threadpool);
+      const threads = this.#options.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
       const context = await model.createContext({ contextSize, sequences: parallel, threads });
       const sequences = Array.from({ length: parallel }, () => context.getSequence());
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);

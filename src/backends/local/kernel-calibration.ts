@@ -1,0 +1,240 @@
+/**
+ * `--cpu-kernels auto`: which CPU kernel variant serves this model fastest on this machine,
+ * measured once and remembered.
+ *
+ * The measurements in docs/engine.md show no fixed rule holds: on one AMD EPYC the AVX-512
+ * `zen4` kernels prefill Qwen2-0.5B 1.3× faster than the AVX2 ones but decode batches of 4–8
+ * tokens 1.2–1.3× slower, and on stories260K they are slower at both (5× at prefill). So each
+ * candidate variant is loaded in a child process of its own (a process keeps the variant its
+ * engine loaded first; calibrate-kernels.ts) and timed on the served model, with its threads
+ * and `--parallel`. The winner serves a reference workload fastest: `parallel` requests of
+ * REFERENCE_PROMPT prompt tokens and REFERENCE_COMPLETION completion tokens each.
+ *
+ * The result is cached in `<cache dir>/cpu-kernels.json`, keyed by the CPU, node-llama-cpp's
+ * version, the model file (path, size, modification time), threads and parallel; the first
+ * start of a model costs one model load and well under a second of work per candidate (a
+ * 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
+ * fixed rule of cpu-kernels.ts decides.
+ */
+import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chooseCpuKernels, type CpuInfo } from "./cpu-kernels.js";
+
+/** What calibrate-kernels.ts is asked to measure (its one argument, as JSON). */
+export interface CalibrationRequest {
+  readonly variant: string | null;
+  readonly modelPath: string;
+  readonly parallel: number;
+  readonly threads: number | null;
+}
+
+/** What it prints. */
+export interface CalibrationResult {
+  readonly loaded: string | null;
+  readonly threads: number;
+  readonly prefillMs: number;
+  readonly stepMs: number;
+}
+
+/** Tokens in the timed prompt; the reference workload scales it. */
+export const PROMPT_TOKENS = 64;
+
+export const REFERENCE_PROMPT = 256;
+export const REFERENCE_COMPLETION = 128;
+
+/** A child may take this long (a large model's load included) before it counts as failed. */
+const CHILD_TIMEOUT_MS = 5 * 60_000;
+
+export interface Measurement extends CalibrationResult {
+  /** What the child asked for: a variant, or null for ggml's own choice. */
+  readonly requested: string | null;
+}
+
+export interface Calibration {
+  /** The variant to load (never null: ggml's choice is recorded by the name it loaded). */
+  readonly variant: string;
+  readonly measurements: readonly Measurement[];
+  readonly measuredAt: string;
+}
+
+/**
+ * What to time: ggml's own choice, and the AVX2-class variants this CPU runs (the AVX-512
+ * ones measured alike, see docs/engine.md). Duplicates collapse once the children report
+ * what they loaded.
+ */
+export function candidateVariants(cpu: CpuInfo): Array<string | null> {
+  const has = (...flags: string[]): boolean => flags.every((flag) => cpu.flags.has(flag));
+  const candidates: Array<string | null> = [null];
+  if (has("avx2", "fma", "f16c", "bmi2")) candidates.push("haswell");
+  if (has("avx2", "fma", "f16c", "bmi2", "avx_vnni")) candidates.push("alderlake");
+  return candidates;
+}
+
+/** Milliseconds to serve the reference workload with one measurement's speeds. */
+export function referenceCost(measurement: Pick<Measurement, "prefillMs" | "stepMs">, parallel: number): number {
+  return parallel * measurement.prefillMs * (REFERENCE_PROMPT / PROMPT_TOKENS) + REFERENCE_COMPLETION * measurement.stepMs;
+}
+
+/** The cheapest measurement's variant; ties keep the earlier (ggml's choice comes first). */
+export function pickVariant(measurements: readonly Measurement[], parallel: number): string | undefined {
+  let best: Measurement | undefined;
+  for (const measurement of measurements) {
+    if (measurement.loaded === null || !Number.isFinite(measurement.prefillMs) || !Number.isFinite(measurement.stepMs)) continue;
+    if (best === undefined || referenceCost(measurement, parallel) < referenceCost(best, parallel)) best = measurement;
+  }
+  return best?.loaded ?? undefined;
+}
+
+export interface CalibrationKey {
+  readonly cpu: CpuInfo;
+  readonly engineVersion: string;
+  readonly modelPath: string;
+  readonly threads: number | undefined;
+  readonly parallel: number;
+}
+
+export function cacheKey(key: CalibrationKey): string {
+  let model = { path: key.modelPath, size: 0, mtimeMs: 0 };
+  try {
+    const stat = statSync(key.modelPath);
+    model = { path: realpathSync(key.modelPath), size: stat.size, mtimeMs: stat.mtimeMs };
+  } catch {
+    // an unreadable file fails later, when it is loaded
+  }
+  const identity = {
+    cpu: os.cpus()[0]?.model ?? "",
+    vendor: key.cpu.vendor,
+    flags: [...key.cpu.flags].sort(),
+    engine: key.engineVersion,
+    model,
+    threads: key.threads ?? "default",
+    parallel: key.parallel,
+  };
+  return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
+}
+
+interface CacheFile {
+  readonly version: 1;
+  readonly entries: Record<string, Calibration>;
+}
+
+function readCache(file: string): CacheFile {
+  try {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as CacheFile;
+    if (parsed.version === 1 && typeof parsed.entries === "object" && parsed.entries !== null) return parsed;
+  } catch {
+    // missing or unreadable: measure again
+  }
+  return { version: 1, entries: {} };
+}
+
+function writeCache(file: string, key: string, calibration: Calibration): void {
+  const cache = readCache(file);
+  const next: CacheFile = { version: 1, entries: { ...cache.entries, [key]: calibration } };
+  mkdirSync(path.dirname(file), { recursive: true });
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(next, null, 2)}\n`);
+  renameSync(temporary, file);
+}
+
+/** The cached calibration for `key`, if any. */
+export function cachedCalibration(cacheFile: string, key: string): Calibration | undefined {
+  return readCache(cacheFile).entries[key];
+}
+
+function childCommand(): { command: string; args: string[] } {
+  const self = fileURLToPath(import.meta.url);
+  // Built: dist/…/calibrate-kernels.js under node. From source (tests, tsx): the .ts file.
+  if (self.endsWith(".ts")) return { command: process.execPath, args: ["--import", "tsx", path.join(path.dirname(self), "calibrate-kernels.ts")] };
+  return { command: process.execPath, args: [path.join(path.dirname(self), "calibrate-kernels.js")] };
+}
+
+function runChild(request: CalibrationRequest): Promise<Measurement> {
+  const { command, args } = childCommand();
+  return new Promise((resolve, reject) => {
+    // A server stopped while measuring takes its measuring child with it.
+    const killChild = (): void => {
+      child.kill("SIGKILL");
+    };
+    process.once("exit", killChild);
+    const child = execFile(command, [...args, JSON.stringify(request)], { timeout: CHILD_TIMEOUT_MS, maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+      process.removeListener("exit", killChild);
+      if (error !== null) {
+        reject(new Error(`${error.message.split("\n")[0]}${stderr.trim() === "" ? "" : `: ${stderr.trim().split("\n").at(-1)}`}`));
+        return;
+      }
+      try {
+        const result = JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as CalibrationResult;
+        resolve({ requested: request.variant, ...result });
+      } catch {
+        reject(new Error(`unreadable result: ${stdout.trim().slice(0, 200)}`));
+      }
+    });
+  });
+}
+
+export interface CalibrateOptions extends CalibrationKey {
+  readonly cacheFile: string;
+  /** Reports each candidate's failure; the others still count. */
+  readonly onFailure?: (variant: string | null, error: Error) => void;
+}
+
+/** Measures every candidate (one child at a time: they would disturb each other) and caches the winner. */
+export async function calibrate(options: CalibrateOptions): Promise<Calibration | undefined> {
+  const measurements: Measurement[] = [];
+  for (const variant of candidateVariants(options.cpu)) {
+    try {
+      const measurement = await runChild({ variant, modelPath: options.modelPath, parallel: options.parallel, threads: options.threads ?? null });
+      // A forced variant this CPU cannot run falls back to ggml's choice: the same as `null`.
+      if (measurement.loaded !== null && measurements.some((each) => each.loaded === measurement.loaded)) continue;
+      measurements.push(measurement);
+    } catch (error) {
+      options.onFailure?.(variant, error instanceof Error ? error : new Error(String(error)));
+    }
+  }
+  const variant = pickVariant(measurements, options.parallel);
+  if (variant === undefined) return undefined;
+  const calibration: Calibration = { variant, measurements, measuredAt: new Date().toISOString() };
+  writeCache(options.cacheFile, cacheKey(options), calibration);
+  return calibration;
+}
+
+export interface KernelDecision {
+  /** The variant to load; undefined leaves the choice to ggml. */
+  readonly variant: string | undefined;
+  /** Why, for the start-up log. */
+  readonly reason: string;
+  /** The timings behind a measured choice, when they were taken or read from the cache now. */
+  readonly calibration?: Calibration;
+}
+
+export interface ResolveOptions extends Omit<CalibrateOptions, "cacheFile" | "onFailure"> {
+  /** `--cpu-kernels`: undefined for `auto`, `ggml` for ggml's own choice, or a variant. */
+  readonly requested: string | undefined;
+  readonly cacheDir: string;
+  /** Whether variants can be forced at all (the tuning addon is loaded). */
+  readonly tunable: boolean;
+  /** Told before measuring starts, and of each candidate that failed. */
+  readonly onMeasuring?: (cacheFile: string) => void;
+  readonly onFailure?: (variant: string | null, error: Error) => void;
+}
+
+/** `--cpu-kernels` resolved to a variant: as given, ggml's, cached, measured now, or by rule. */
+export async function resolveCpuKernels(options: ResolveOptions): Promise<KernelDecision> {
+  if (options.requested === "ggml") return { variant: undefined, reason: "ggml's choice (--cpu-kernels ggml)" };
+  if (options.requested !== undefined) return { variant: options.requested, reason: "--cpu-kernels" };
+  if (!options.tunable) return { variant: undefined, reason: "ggml's choice (the tuning addon is not loaded)" };
+  const cacheFile = path.join(options.cacheDir, "cpu-kernels.json");
+  const key = cacheKey(options);
+  const cached = cachedCalibration(cacheFile, key);
+  if (cached !== undefined) return { variant: cached.variant, reason: `measured ${cached.measuredAt} (cached in ${cacheFile})`, calibration: cached };
+  options.onMeasuring?.(cacheFile);
+  const calibration = await calibrate({ ...options, cacheFile, ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }) });
+  if (calibration !== undefined) return { variant: calibration.variant, reason: "measured now on this model", calibration };
+  const rule = chooseCpuKernels(undefined, options.parallel, options.cpu);
+  return { variant: rule.variant, reason: `no candidate could be measured; by rule: ${rule.reason}` };
+}
