@@ -123,6 +123,7 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     modelPath,
     threads,
     parallel,
+    threadpool: config.engine.threadpool,
     cacheDir: config.cacheDir,
     tunable,
     onMeasuring: (cacheFile) =>

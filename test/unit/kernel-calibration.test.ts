@@ -24,33 +24,36 @@ test("candidates: ggml's choice first, then the AVX2-class variants this CPU run
 });
 
 test("the reference workload weighs prefill by parallel requests and decode by completion tokens", () => {
-  // 256-token prompts are 4 timed 64-token prompts; 128 decode steps.
-  assert.equal(referenceCost({ prefillMs: 10, stepMs: 1 }, 1), 4 * 10 + 128);
-  assert.equal(referenceCost({ prefillMs: 10, stepMs: 1 }, 8), 8 * 4 * 10 + 128);
+  // 128-token prompts are 2 timed 64-token prompts; 256 decode steps.
+  assert.equal(referenceCost({ prefillMs: 10, stepMs: 1 }, 1), 2 * 10 + 256);
+  assert.equal(referenceCost({ prefillMs: 10, stepMs: 1 }, 8), 8 * 2 * 10 + 256);
 });
 
 test("the cheapest variant wins, for the measured Qwen2-0.5B trade-off on both sides", () => {
-  // From docs/engine.md: zen4 prefills faster, the AVX2 kernels decode batches faster.
-  const one = [measurement("zen4", 173, 15.8), measurement("haswell", 216, 16.2), measurement("alderlake", 196, 16.1)];
+  // Calibrations measured on the 2-core AMD EPYC: zen4 prefills faster, the AVX2 kernels decode batches faster.
+  const one = [measurement("zen4", 189.1, 18.58), measurement("haswell", 228.4, 18.71), measurement("alderlake", 205.0, 18.9)];
   assert.equal(pickVariant(one, 1), "zen4");
-  const four = [measurement("zen4", 173, 64), measurement("haswell", 216, 51.4), measurement("alderlake", 196, 52.3)];
+  const four = [measurement("zen4", 191.9, 69.59), measurement("haswell", 216.9, 53.76), measurement("alderlake", 197.2, 51.93)];
   assert.equal(pickVariant(four, 4), "alderlake");
+  const eight = [measurement("zen4", 176.3, 71.42), measurement("haswell", 218.9, 61.93), measurement("alderlake", 207.8, 66.46)];
+  assert.equal(pickVariant(eight, 8), "haswell");
   assert.equal(pickVariant([measurement("zen4", 1, 1), measurement("haswell", 1, 1)], 1), "zen4", "a tie keeps the earlier");
   assert.equal(pickVariant([measurement(null, 1, 1), measurement("haswell", Number.NaN, 1)], 1), undefined);
   assert.equal(pickVariant([], 1), undefined);
 });
 
-test("the cache key changes with the model file, threads and parallel", () => {
+test("the cache key changes with the model file, threads, parallel, the threadpool and the engine", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "parley-key-"));
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1 };
+    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1, threadpool: true };
     const key = cacheKey(base);
     assert.equal(cacheKey(base), key);
     assert.notEqual(cacheKey({ ...base, parallel: 4 }), key);
     assert.notEqual(cacheKey({ ...base, threads: 2 }), key);
     assert.notEqual(cacheKey({ ...base, engineVersion: "3.22.0" }), key);
+    assert.notEqual(cacheKey({ ...base, threadpool: false }), key);
     utimesSync(modelPath, new Date(), new Date(Date.now() + 10_000));
     assert.notEqual(cacheKey(base), key, "a rewritten model file is measured again");
   } finally {
@@ -63,7 +66,7 @@ test("resolve: a named variant and ggml are taken as given, a cached choice is r
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, cacheDir: dir, tunable: true };
+    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, threadpool: true, cacheDir: dir, tunable: true };
     const measuring = () => assert.fail("nothing should be measured");
     assert.deepEqual(await resolveCpuKernels({ ...common, requested: "haswell", onMeasuring: measuring }), { variant: "haswell", reason: "--cpu-kernels" });
     assert.equal((await resolveCpuKernels({ ...common, requested: "ggml", onMeasuring: measuring })).variant, undefined);

@@ -21,7 +21,7 @@ const STEPS = 6;
 const TEXT = "The keeper of the lighthouse climbed the stairs each evening and wrote down what the sea had brought. ";
 
 async function measure(request: CalibrationRequest): Promise<CalibrationResult> {
-  const { llama, tuning } = await openEngine({ cpuKernels: request.variant ?? undefined, logLevel: LlamaLogLevel.error });
+  const { llama, tuning } = await openEngine({ cpuKernels: request.variant ?? undefined, threadpool: request.threadpool, logLevel: LlamaLogLevel.error });
   const model = await llama.loadModel({ modelPath: request.modelPath });
   const threads = request.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
   const context = await model.createContext({

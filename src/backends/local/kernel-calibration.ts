@@ -8,10 +8,11 @@
  * candidate variant is loaded in a child process of its own (a process keeps the variant its
  * engine loaded first; calibrate-kernels.ts) and timed on the served model, with its threads
  * and `--parallel`. The winner serves a reference workload fastest: `parallel` requests of
- * REFERENCE_PROMPT prompt tokens and REFERENCE_COMPLETION completion tokens each.
+ * REFERENCE_PROMPT new prompt tokens and REFERENCE_COMPLETION completion tokens each.
  *
  * The result is cached in `<cache dir>/cpu-kernels.json`, keyed by the CPU, node-llama-cpp's
- * version, the model file (path, size, modification time), threads and parallel; the first
+ * version, the model file (path, size, modification time), threads, parallel and whether the
+ * threadpool is on; the first
  * start of a model costs one model load and well under a second of work per candidate (a
  * 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
  * fixed rule of cpu-kernels.ts decides.
@@ -30,6 +31,8 @@ export interface CalibrationRequest {
   readonly modelPath: string;
   readonly parallel: number;
   readonly threads: number | null;
+  /** Whether the server runs with the persistent threadpool (it changes the timings). */
+  readonly threadpool: boolean;
 }
 
 /** What it prints. */
@@ -43,8 +46,15 @@ export interface CalibrationResult {
 /** Tokens in the timed prompt; the reference workload scales it. */
 export const PROMPT_TOKENS = 64;
 
-export const REFERENCE_PROMPT = 256;
-export const REFERENCE_COMPLETION = 128;
+/**
+ * The reference chat turn: 128 prompt tokens to evaluate, 256 to generate. A chat's history is
+ * served from the sequence's cache (prefix reuse), so what a turn evaluates anew is mostly
+ * its new message, and answers run longer. With prompt-heavy weights (256 in, 128 out) the
+ * measured Qwen2-0.5B at --parallel 8 picked zen4, which then served 8 streams at 0.80×
+ * llama-server where the AVX2 kernels reach 0.99× (bench/results/concurrency.md).
+ */
+export const REFERENCE_PROMPT = 128;
+export const REFERENCE_COMPLETION = 256;
 
 /** A child may take this long (a large model's load included) before it counts as failed. */
 const CHILD_TIMEOUT_MS = 5 * 60_000;
@@ -95,6 +105,7 @@ export interface CalibrationKey {
   readonly modelPath: string;
   readonly threads: number | undefined;
   readonly parallel: number;
+  readonly threadpool: boolean;
 }
 
 export function cacheKey(key: CalibrationKey): string {
@@ -113,6 +124,7 @@ export function cacheKey(key: CalibrationKey): string {
     model,
     threads: key.threads ?? "default",
     parallel: key.parallel,
+    threadpool: key.threadpool,
   };
   return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
 }
@@ -188,7 +200,13 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration 
   const measurements: Measurement[] = [];
   for (const variant of candidateVariants(options.cpu)) {
     try {
-      const measurement = await runChild({ variant, modelPath: options.modelPath, parallel: options.parallel, threads: options.threads ?? null });
+      const measurement = await runChild({
+        variant,
+        modelPath: options.modelPath,
+        parallel: options.parallel,
+        threads: options.threads ?? null,
+        threadpool: options.threadpool,
+      });
       // A forced variant this CPU cannot run falls back to ggml's choice: the same as `null`.
       if (measurement.loaded !== null && measurements.some((each) => each.loaded === measurement.loaded)) continue;
       measurements.push(measurement);
