@@ -71,6 +71,8 @@ test("resolve: a named variant and ggml are taken as given, a cached choice is r
     assert.deepEqual(await resolveCpuKernels({ ...common, requested: "haswell", onMeasuring: measuring }), { variant: "haswell", reason: "--cpu-kernels" });
     assert.equal((await resolveCpuKernels({ ...common, requested: "ggml", onMeasuring: measuring })).variant, undefined);
     assert.match((await resolveCpuKernels({ ...common, requested: undefined, tunable: false, onMeasuring: measuring })).reason, /not loaded/);
+    const noAvx2 = await resolveCpuKernels({ ...common, cpu: cpu("sse4_2 avx"), requested: undefined, onMeasuring: measuring });
+    assert.deepEqual(noAvx2, { variant: undefined, reason: "ggml's choice (the only candidate on this CPU)" });
 
     const calibration = { variant: "alderlake", measurements: [measurement("alderlake", 1, 1)], measuredAt: "2026-11-25T00:00:00.000Z" };
     writeFileSync(path.join(dir, "cpu-kernels.json"), JSON.stringify({ version: 1, entries: { [cacheKey(common)]: calibration } }));

@@ -217,7 +217,11 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration 
   const variant = pickVariant(measurements, options.parallel);
   if (variant === undefined) return undefined;
   const calibration: Calibration = { variant, measurements, measuredAt: new Date().toISOString() };
-  writeCache(options.cacheFile, cacheKey(options), calibration);
+  try {
+    writeCache(options.cacheFile, cacheKey(options), calibration);
+  } catch {
+    // A cache that cannot be written (read-only directory) only means measuring again next start.
+  }
   return calibration;
 }
 
@@ -246,6 +250,7 @@ export async function resolveCpuKernels(options: ResolveOptions): Promise<Kernel
   if (options.requested === "ggml") return { variant: undefined, reason: "ggml's choice (--cpu-kernels ggml)" };
   if (options.requested !== undefined) return { variant: options.requested, reason: "--cpu-kernels" };
   if (!options.tunable) return { variant: undefined, reason: "ggml's choice (the tuning addon is not loaded)" };
+  if (candidateVariants(options.cpu).length === 1) return { variant: undefined, reason: "ggml's choice (the only candidate on this CPU)" };
   const cacheFile = path.join(options.cacheDir, "cpu-kernels.json");
   const key = cacheKey(options);
   const cached = cachedCalibration(cacheFile, key);
