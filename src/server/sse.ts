@@ -4,9 +4,9 @@
  * slows generation instead of growing a buffer.
  *
  * The events sent in one tick leave together, in one write at the end of the tick (one
- * HTTP chunk, rather than one per event), or as soon as they reach 16 KiB. The headers are not flushed on their own: the
- * route creates the writer only once the first event is in hand and sends it at once, so
- * the headers leave in the same write as the first events.
+ * HTTP chunk, rather than one per event), or as soon as they reach 16 KiB. The headers are
+ * not flushed on their own: the route creates the writer only once the first event is in
+ * hand and sends it at once, so the headers leave in the same write as the first events.
  */
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";

@@ -6,13 +6,9 @@ import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { SseWriter } from "../../src/server/sse.js";
 
-/** Serves one SSE response written by `write`, and reads it as a client, noting what had arrived at each server step. */
-async function exchange(write: (sse: SseWriter, step: (name: string) => void) => Promise<void>): Promise<{ body: string; seenAt: Map<string, string> }> {
-  let received = "";
-  const seenAt = new Map<string, string>();
-  const server = http.createServer((_request, response) => {
-    void write(new SseWriter(response, "req-test"), (name) => seenAt.set(name, received));
-  });
+/** A loopback server answering with `respond`, and one POST to it; `close()` stops the server. */
+async function serveOnce(respond: (response: http.ServerResponse) => void): Promise<{ response: http.IncomingMessage; close(): void }> {
+  const server = http.createServer((_request, response) => respond(response));
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   try {
@@ -20,11 +16,26 @@ async function exchange(write: (sse: SseWriter, step: (name: string) => void) =>
     const request = http.request({ host: "127.0.0.1", port, method: "POST", path: "/" });
     request.end();
     const [response] = (await once(request, "response")) as [http.IncomingMessage];
+    return { response, close: () => server.close() };
+  } catch (error) {
+    server.close();
+    throw error;
+  }
+}
+
+/** Serves one SSE response written by `write`, and reads it as a client, noting what had arrived at each server step. */
+async function exchange(write: (sse: SseWriter, step: (name: string) => void) => Promise<void>): Promise<{ body: string; seenAt: Map<string, string> }> {
+  let received = "";
+  const seenAt = new Map<string, string>();
+  const { response, close } = await serveOnce((raw) => {
+    void write(new SseWriter(raw, "req-test"), (name) => seenAt.set(name, received));
+  });
+  try {
     assert.equal(response.headers["x-request-id"], "req-test");
     for await (const chunk of response) received += String(chunk);
     return { body: received, seenAt };
   } finally {
-    server.close();
+    close();
   }
 }
 
@@ -59,8 +70,8 @@ test("while the client does not read, send() waits for its buffer to drain", asy
   const event = { text: "x".repeat(256 * 1024) };
   let blocked: Promise<void> | undefined;
   let sentBeforeBlocking = 0;
-  const server = http.createServer((_request, response) => {
-    const sse = new SseWriter(response, "req-slow");
+  const { response, close } = await serveOnce((raw) => {
+    const sse = new SseWriter(raw, "req-slow");
     void (async () => {
       for (let index = 0; index < 256 && blocked === undefined; index++) {
         const sent = sse.send(event);
@@ -71,13 +82,7 @@ test("while the client does not read, send() waits for its buffer to drain", asy
       await sse.done();
     })();
   });
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
   try {
-    const { port } = server.address() as AddressInfo;
-    const request = http.request({ host: "127.0.0.1", port, method: "POST", path: "/" });
-    request.end();
-    const [response] = (await once(request, "response")) as [http.IncomingMessage];
     response.pause();
     for (const deadline = Date.now() + 20_000; blocked === undefined; await sleep(20)) {
       assert.ok(Date.now() < deadline, "send() never waited");
@@ -89,6 +94,6 @@ test("while the client does not read, send() waits for its buffer to drain", asy
     assert.ok(body.endsWith("data: [DONE]\n\n"));
     assert.equal(body.split("\n\n").length - 1, sentBeforeBlocking + 2, "every event, then [DONE]");
   } finally {
-    server.close();
+    close();
   }
 });

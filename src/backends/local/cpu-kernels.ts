@@ -47,7 +47,14 @@ export function readCpuInfo(text?: string): CpuInfo {
   return { vendor: field("vendor_id"), flags: new Set(field("flags").split(/\s+/).filter((flag) => flag !== "")) };
 }
 
-const AVX2_BASE = ["avx2", "fma", "f16c", "bmi2"];
+/**
+ * The AVX2-class variants this CPU runs, slowest instruction set first: `haswell` (AVX2, FMA,
+ * F16C, BMI2), then `alderlake` (those plus AVX-VNNI).
+ */
+export function avx2Variants(cpu: CpuInfo): string[] {
+  if (!["avx2", "fma", "f16c", "bmi2"].every((flag) => cpu.flags.has(flag))) return [];
+  return cpu.flags.has("avx_vnni") ? ["haswell", "alderlake"] : ["haswell"];
+}
 
 /**
  * `requested`: the `--cpu-kernels` value (undefined for `auto`); `parallel`: the most
@@ -57,10 +64,9 @@ export function chooseCpuKernels(requested: string | undefined, parallel: number
   if (requested !== undefined) return { variant: requested, reason: "--cpu-kernels" };
   if (parallel <= 1) return { variant: undefined, reason: "ggml's choice (one sequence at a time)" };
   const amdAvx512 = cpu.vendor === "AuthenticAMD" && cpu.flags.has("avx512f");
-  if (!amdAvx512 || !AVX2_BASE.every((flag) => cpu.flags.has(flag))) {
-    return { variant: undefined, reason: "ggml's choice" };
-  }
-  return cpu.flags.has("avx_vnni")
-    ? { variant: "alderlake", reason: "AVX2 + AVX-VNNI kernels decode batches faster than AVX-512 ones on AMD (docs/engine.md)" }
-    : { variant: "haswell", reason: "AVX2 kernels decode batches faster than AVX-512 ones on AMD (docs/engine.md)" };
+  const best = avx2Variants(cpu).at(-1);
+  if (!amdAvx512 || best === undefined) return { variant: undefined, reason: "ggml's choice" };
+  return best === "alderlake"
+    ? { variant: best, reason: "AVX2 + AVX-VNNI kernels decode batches faster than AVX-512 ones on AMD (docs/engine.md)" }
+    : { variant: best, reason: "AVX2 kernels decode batches faster than AVX-512 ones on AMD (docs/engine.md)" };
 }

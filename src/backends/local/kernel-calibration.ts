@@ -23,7 +23,7 @@ import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileS
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { chooseCpuKernels, type CpuInfo } from "./cpu-kernels.js";
+import { avx2Variants, chooseCpuKernels, type CpuInfo } from "./cpu-kernels.js";
 
 /** What calibrate-kernels.ts is asked to measure (its one argument, as JSON). */
 export interface CalibrationRequest {
@@ -77,11 +77,7 @@ export interface Calibration {
  * what they loaded.
  */
 export function candidateVariants(cpu: CpuInfo): Array<string | null> {
-  const has = (...flags: string[]): boolean => flags.every((flag) => cpu.flags.has(flag));
-  const candidates: Array<string | null> = [null];
-  if (has("avx2", "fma", "f16c", "bmi2")) candidates.push("haswell");
-  if (has("avx2", "fma", "f16c", "bmi2", "avx_vnni")) candidates.push("alderlake");
-  return candidates;
+  return [null, ...avx2Variants(cpu)];
 }
 
 /** Milliseconds to serve the reference workload with one measurement's speeds. */
