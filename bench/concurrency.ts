@@ -4,7 +4,8 @@
  * plus llama.cpp's `llama-batched-bench` at the same batch sizes as the native ceiling.
  *
  *   npm run bench:concurrency            # N = 1, 4, 8; THREADS=2; TOKENS=64; ROUNDS=3
- *   CPU_KERNELS=haswell npm run bench:concurrency   # adds an arm: Parley --cpu-kernels haswell
+ *   PARLEY_ARM="--no-native-loop" npm run bench:concurrency   # adds an arm: Parley with these flags
+ *   CPU_KERNELS=haswell npm run bench:concurrency   # the same as PARLEY_ARM="--cpu-kernels haswell"
  *
  * Aggregate tokens/s = all completion tokens after each stream's first, over the time
  * from the first stream's first token to the last stream's last token. Medians over
@@ -24,9 +25,9 @@ const LEVELS = (process.env.LEVELS ?? "1,4,8").split(",").map(Number);
 const THREADS = Number(process.env.THREADS ?? 2);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
-/** A second Parley arm with `--cpu-kernels` (docs/engine.md), e.g. haswell; none by default. */
-const CPU_KERNELS = process.env.CPU_KERNELS;
-const KERNEL_ARM = CPU_KERNELS === undefined ? undefined : `parley --cpu-kernels ${CPU_KERNELS}`;
+/** A second Parley arm with other flags (docs/engine.md), e.g. `--no-native-loop` or `--cpu-kernels haswell`; none by default. */
+const ARM_FLAGS = process.env.PARLEY_ARM ?? (process.env.CPU_KERNELS === undefined ? undefined : `--cpu-kernels ${process.env.CPU_KERNELS}`);
+const SECOND_ARM = ARM_FLAGS === undefined ? undefined : `parley ${ARM_FLAGS}`;
 const RESULTS = path.join(PROJECT_ROOT, "bench/results");
 
 const prompt = (index: number) => [
@@ -77,7 +78,7 @@ async function main(): Promise<void> {
     streams: number;
     llamaServer: number;
     parley: number;
-    parleyKernels?: { cpuKernels: string; tokensPerS: number };
+    parleyArm?: { flags: string; tokensPerS: number };
     batchedBench: number | null;
     rounds: Record<string, number[]>;
   }> = [];
@@ -86,9 +87,9 @@ async function main(): Promise<void> {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams };
     const results = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
-    if (KERNEL_ARM !== undefined) {
-      results.set(KERNEL_ARM, []);
-      order.push([KERNEL_ARM, (s) => startParley(s, ["--cpu-kernels", CPU_KERNELS!])]);
+    if (SECOND_ARM !== undefined) {
+      results.set(SECOND_ARM, []);
+      order.push([SECOND_ARM, (s) => startParley(s, ARM_FLAGS!.split(/\s+/))]);
     }
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
@@ -106,17 +107,17 @@ async function main(): Promise<void> {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
-    const kernels = KERNEL_ARM === undefined ? undefined : median(results.get(KERNEL_ARM)!);
+    const second = SECOND_ARM === undefined ? undefined : median(results.get(SECOND_ARM)!);
     levels.push({
       streams,
       llamaServer: server,
       parley,
-      ...(kernels === undefined ? {} : { parleyKernels: { cpuKernels: CPU_KERNELS!, tokensPerS: kernels } }),
+      ...(second === undefined ? {} : { parleyArm: { flags: ARM_FLAGS!, tokensPerS: second } }),
       batchedBench: Number.isFinite(ceiling) ? ceiling : null,
       rounds: Object.fromEntries(results),
     });
-    const kernelCells = kernels === undefined ? "" : ` ${kernels.toFixed(2)} | ${(kernels / server).toFixed(3)} | ${(kernels / ceiling).toFixed(3)} |`;
-    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${kernelCells}`);
+    const secondCells = second === undefined ? "" : ` ${second.toFixed(2)} | ${(second / server).toFixed(3)} | ${(second / ceiling).toFixed(3)} |`;
+    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
   }
   const report = [
     "# Concurrent streams: aggregate decode tokens/s",
@@ -126,12 +127,12 @@ async function main(): Promise<void> {
     `each server started with --parallel N, warmed with one burst, then measured; medians of ${ROUNDS} rounds, alternating order.`,
     `llama-batched-bench: \`-t ${THREADS} -npp 41 -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling.`,
     "",
-    "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (CPU_KERNELS === undefined ? "" : `CPU_KERNELS=${CPU_KERNELS} `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
+    "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
     "",
-    KERNEL_ARM === undefined
+    SECOND_ARM === undefined
       ? "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
-      : `| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley --cpu-kernels ${CPU_KERNELS} | / llama-server | / batched-bench |`,
-    KERNEL_ARM === undefined ? "|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|",
+      : `| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley ${ARM_FLAGS} | / llama-server | / batched-bench |`,
+    SECOND_ARM === undefined ? "|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
     "Targets (issue 3): at 4 and 8 streams, Parley ≥ 1.1× llama-server and ≥ 0.85× llama-batched-bench.",

@@ -40,7 +40,7 @@ interface Chart {
 /** Smallest vertical distance between two value labels at one level, in pixels. */
 const LABEL_GAP = 17;
 
-const COLORS = { parley: "#d9480f", parleyKernels: "#f59f00", llamaServer: "#1c7ed6", batchedBench: "#5f3dc4" } as const;
+const COLORS = { parley: "#d9480f", parleyArm: "#f59f00", llamaServer: "#1c7ed6", batchedBench: "#5f3dc4" } as const;
 
 interface ConcurrencyJson {
   readonly measuredAt: string;
@@ -54,8 +54,8 @@ interface ConcurrencyJson {
     streams: number;
     llamaServer: number;
     parley: number;
-    /** The optional second Parley arm (CPU_KERNELS=NAME). */
-    parleyKernels?: { cpuKernels: string; tokensPerS: number };
+    /** The optional second Parley arm (PARLEY_ARM="FLAGS"). */
+    parleyArm?: { flags: string; tokensPerS: number };
     batchedBench: number | null;
   }>;
 }
@@ -67,13 +67,11 @@ function fromJson(text: string): Chart {
       const rate = value(level);
       return rate === null || !Number.isFinite(rate) ? [] : [[level.streams, rate] as const];
     });
-  const kernels = results.levels.find((level) => level.parleyKernels !== undefined)?.parleyKernels?.cpuKernels;
+  const arm = results.levels.find((level) => level.parleyArm !== undefined)?.parleyArm?.flags;
   return {
     series: [
       { name: "Parley (--parallel N)", color: COLORS.parley, points: pick((level) => level.parley) },
-      ...(kernels === undefined
-        ? []
-        : [{ name: `Parley --cpu-kernels ${kernels}`, color: COLORS.parleyKernels, points: pick((level) => level.parleyKernels?.tokensPerS ?? null) }]),
+      ...(arm === undefined ? [] : [{ name: `Parley ${arm}`, color: COLORS.parleyArm, points: pick((level) => level.parleyArm?.tokensPerS ?? null) }]),
       { name: "llama-server (--parallel N)", color: COLORS.llamaServer, points: pick((level) => level.llamaServer) },
       { name: "llama-batched-bench (native ceiling)", color: COLORS.batchedBench, points: pick((level) => level.batchedBench) },
     ],

@@ -9,6 +9,7 @@
  *   npm run bench                       # defaults: threads 1 and 2, 5 rounds, 128 tokens
  *   ROUNDS=9 TOKENS=256 THREADS=2 npm run bench
  *   BENCH_MODEL=stories260K THREADS=1 npm run bench:single-stream   # results in single-stream-stories260K.md
+ *   PARLEY_ARM="--no-native-loop" npm run bench:single-stream   # adds an arm: Parley with these flags
  *
  * Results go to bench/results/<scenario>.md and .json.
  */
@@ -24,6 +25,8 @@ const TOKENS = Number(process.env.TOKENS ?? 128);
 /** Thread counts to compare at; both servers get the same one. */
 const THREADS = (process.env.THREADS ?? "1,2").split(",").map(Number);
 const RESULTS = path.join(PROJECT_ROOT, "bench/results");
+/** A second Parley arm with other flags, e.g. `--no-native-loop`; none by default. */
+const ARM_FLAGS = process.env.PARLEY_ARM;
 
 const MESSAGES = [
   { role: "system", content: "You are a helpful assistant." },
@@ -56,7 +59,8 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
   // One server at a time holds the cores, so the two never compete; they alternate per round.
   const starters: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [
     ["llama-server", startLlamaServer],
-    ["parley", startParley],
+    ["parley", (s) => startParley(s)],
+    ...(ARM_FLAGS === undefined ? [] : [[`parley ${ARM_FLAGS}`, (s: EngineSettings) => startParley(s, ARM_FLAGS.split(/\s+/))] as [string, (s: EngineSettings) => Promise<ServerProcess>]]),
   ];
   const rows = new Map<string, StreamTiming[]>(starters.map(([name]) => [name, []]));
   for (let round = 0; round < ROUNDS; round++) {
@@ -79,7 +83,14 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     JSON.stringify({ settings: { ...settings, model: path.basename(model) }, rounds: ROUNDS, tokens: TOKENS, results: Object.fromEntries(rows) }, null, 2),
   );
   const table = summarize([...rows].map(([server, timings]) => ({ server, timings })));
-  const ratio = (pick: (t: StreamTiming) => number): number => median(rows.get("parley")!.map(pick)) / median(rows.get("llama-server")!.map(pick));
+  const ratio = (pick: (t: StreamTiming) => number, arm = "parley"): number => median(rows.get(arm)!.map(pick)) / median(rows.get("llama-server")!.map(pick));
+  const armLine =
+    ARM_FLAGS === undefined
+      ? []
+      : [
+          `Parley ${ARM_FLAGS} / llama-server: decode tokens/s ${ratio((t) => t.decodeTokensPerSecond, `parley ${ARM_FLAGS}`).toFixed(3)}, time to first token ${ratio((t) => t.timeToFirstTokenMs, `parley ${ARM_FLAGS}`).toFixed(3)}.`,
+          "",
+        ];
   return [
     `### ${threads} thread${threads === 1 ? "" : "s"}`,
     "",
@@ -87,6 +98,7 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     "",
     `Parley / llama-server: decode tokens/s ${ratio((t) => t.decodeTokensPerSecond).toFixed(3)}, time to first token ${ratio((t) => t.timeToFirstTokenMs).toFixed(3)}.`,
     "",
+    ...armLine,
   ].join("\n");
 }
 
@@ -104,7 +116,7 @@ async function main(): Promise<void> {
     "alone on the machine while measured. Decode tokens/s counts the tokens after the first over the time from the first",
     "content chunk to the last; TTFT is from sending the request to the first content chunk.",
     "",
-    "Command: `npm run bench:single-stream` " + `(${model.suffix === "" ? "" : `BENCH_MODEL=${model.suffix.slice(1)} `}ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
+    "Command: `" + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:single-stream` " + `(${model.suffix === "" ? "" : `BENCH_MODEL=${model.suffix.slice(1)} `}ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
     "",
     ...sections,
   ].join("\n");

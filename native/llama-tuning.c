@@ -36,7 +36,7 @@
 
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
-#include "llama.h"
+#include "llama-native.h"
 
 /* ---- settings and counters, shared by the hooks (any thread) and JavaScript ---- */
 
@@ -88,7 +88,7 @@ static int collect_name(struct dl_phdr_info * info, size_t size, void * data) {
 /* The first definition of `name` in a loaded object that is not a copy of this addon, or
  * NULL. The names are collected first and opened after: dlopen inside dl_iterate_phdr's
  * callback risks the loader's locks. */
-static void * find_real(const char * name) {
+void * find_real(const char * name) {
     struct names names = { NULL, 0, 0 };
     dl_iterate_phdr(collect_name, &names);
     void * found = NULL;
@@ -134,14 +134,19 @@ static void * cpu_proc(const char * name) {
     return proc(dev_reg(dev), name);
 }
 
-/* ---- hook 1: a persistent threadpool for every context ---- */
+/* ---- hook 1: a persistent threadpool for every context; the registry of contexts ---- */
 
+/* Every live context this addon saw created, numbered in order, with its pool (NULL when the
+ * threadpool is off or could not be made) and the decode loop bound to it (NULL when none). */
 struct attached {
     struct llama_context * ctx;
+    long serial;
     ggml_threadpool_t pool;
+    struct decode_loop * loop;
     struct attached * next;
 };
 static struct attached * contexts = NULL;
+static long serials = 0;
 
 typedef struct llama_context * (*init_t)(struct llama_model *, struct llama_context_params);
 typedef void (*free_ctx_t)(struct llama_context *);
@@ -150,17 +155,14 @@ typedef struct ggml_threadpool_params (*params_default_t)(int);
 typedef ggml_threadpool_t (*pool_new_t)(struct ggml_threadpool_params *);
 typedef void (*pool_free_t)(ggml_threadpool_t);
 
-HOOK struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params) {
-    init_t real = (init_t) need_real("llama_init_from_model");
-    struct llama_context * ctx = real(model, params);
-    if (ctx == NULL || !enabled || !threadpool_enabled) return ctx;
-
+/* A new pool attached to `ctx`, or NULL (then ggml keeps its per-step threads). */
+static ggml_threadpool_t attach_pool(struct llama_context * ctx, struct llama_context_params params) {
     params_default_t params_default = REAL(params_default_t, "ggml_threadpool_params_default");
     attach_t attach = REAL(attach_t, "llama_attach_threadpool");
     pool_new_t pool_new = (pool_new_t) cpu_proc("ggml_threadpool_new");
     if (params_default == NULL || attach == NULL || pool_new == NULL) {
         set_error("threadpool functions not found; this context uses ggml's per-step threads");
-        return ctx;
+        return NULL;
     }
     /* One pool serves both decode (n_threads) and prompt batches (n_threads_batch): ggml uses
      * min(requested, pool size) threads per graph, so the pool takes the larger count. */
@@ -169,22 +171,39 @@ HOOK struct llama_context * llama_init_from_model(struct llama_model * model, st
     struct ggml_threadpool_params pool_params = params_default(threads);
     pool_params.poll = (uint32_t) poll_level;
     ggml_threadpool_t pool = pool_new(&pool_params);
-    struct attached * entry = malloc(sizeof *entry);
-    if (pool == NULL || entry == NULL) {
-        free(entry);
-        pool_free_t pool_free = (pool_free_t) cpu_proc("ggml_threadpool_free");
-        if (pool != NULL && pool_free != NULL) pool_free(pool);
+    if (pool == NULL) {
         set_error("could not create a ggml threadpool; this context uses ggml's per-step threads");
-        return ctx;
+        return NULL;
     }
     attach(ctx, pool, NULL);
+    return pool;
+}
+
+static void free_pool(ggml_threadpool_t pool) {
+    pool_free_t pool_free = (pool_free_t) cpu_proc("ggml_threadpool_free");
+    if (pool != NULL && pool_free != NULL) pool_free(pool);
+}
+
+HOOK struct llama_context * llama_init_from_model(struct llama_model * model, struct llama_context_params params) {
+    init_t real = (init_t) need_real("llama_init_from_model");
+    struct llama_context * ctx = real(model, params);
+    if (ctx == NULL || !enabled) return ctx;
+
+    struct attached * entry = calloc(1, sizeof *entry);
+    if (entry == NULL) {
+        set_error("out of memory registering a context; it runs untuned");
+        return ctx;
+    }
     entry->ctx = ctx;
-    entry->pool = pool;
+    if (threadpool_enabled) entry->pool = attach_pool(ctx, params);
     pthread_mutex_lock(&lock);
+    entry->serial = ++serials;
     entry->next = contexts;
     contexts = entry;
-    pools_attached++;
-    pools_live++;
+    if (entry->pool != NULL) {
+        pools_attached++;
+        pools_live++;
+    }
     pthread_mutex_unlock(&lock);
     return ctx;
 }
@@ -192,7 +211,7 @@ HOOK struct llama_context * llama_init_from_model(struct llama_model * model, st
 HOOK void llama_free(struct llama_context * ctx) {
     free_ctx_t real = (free_ctx_t) need_real("llama_free");
     /* Take the entry off the list first: once the context is freed, another thread's
-     * llama_init_from_model may get the same address back and list its own pool under it. */
+     * llama_init_from_model may get the same address back and list itself under it. */
     pthread_mutex_lock(&lock);
     struct attached ** link = &contexts;
     struct attached * entry = NULL;
@@ -200,18 +219,62 @@ HOOK void llama_free(struct llama_context * ctx) {
         if ((*link)->ctx == ctx) {
             entry = *link;
             *link = entry->next;
-            pools_live--;
+            if (entry->pool != NULL) pools_live--;
             break;
         }
         link = &(*link)->next;
     }
+    /* A decode loop still running on this context stops first. Parley closes its loop before
+     * disposing a context; this covers every other way a context goes. Under the lock, so that
+     * the loop's owner cannot free it meanwhile (it unbinds first); the loop's thread never
+     * takes this lock. */
+    if (entry != NULL && entry->loop != NULL) decode_loop_halt(entry->loop);
     pthread_mutex_unlock(&lock);
     /* The context goes before its pool: once llama_free returns no graph can be using it. */
     real(ctx);
     if (entry == NULL) return;
-    pool_free_t pool_free = (pool_free_t) cpu_proc("ggml_threadpool_free");
-    if (pool_free != NULL) pool_free(entry->pool);
+    free_pool(entry->pool);
     free(entry);
+}
+
+
+size_t live_context_serials(long * out, size_t capacity) {
+    size_t count = 0;
+    pthread_mutex_lock(&lock);
+    for (struct attached * entry = contexts; entry != NULL; entry = entry->next) {
+        if (count < capacity) out[count] = entry->serial;
+        count++;
+    }
+    pthread_mutex_unlock(&lock);
+    return count;
+}
+
+long context_serial(void) {
+    pthread_mutex_lock(&lock);
+    long serial = serials;
+    pthread_mutex_unlock(&lock);
+    return serial;
+}
+
+int context_claim(long serial, struct decode_loop * loop, int (*start)(struct decode_loop *, struct llama_context *)) {
+    int claimed = 0;
+    pthread_mutex_lock(&lock);
+    for (struct attached * entry = contexts; entry != NULL; entry = entry->next) {
+        if (entry->serial == serial && entry->loop == NULL && start(loop, entry->ctx)) {
+            entry->loop = loop;
+            claimed = 1;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return claimed;
+}
+
+void context_unbind_loop(struct llama_context * ctx, struct decode_loop * loop) {
+    pthread_mutex_lock(&lock);
+    for (struct attached * entry = contexts; entry != NULL; entry = entry->next) {
+        if (entry->ctx == ctx && entry->loop == loop) entry->loop = NULL;
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 /* ---- hook 2: the CPU kernel variant ---- */
@@ -344,5 +407,6 @@ NAPI_MODULE_INIT() {
         { "stats", NULL, stats, NULL, NULL, NULL, napi_default, NULL },
     };
     if (napi_define_properties(env, exports, 2, properties) != napi_ok) return NULL;
+    if (decode_loop_define(env, exports) != napi_ok) return NULL;
     return exports;
 }

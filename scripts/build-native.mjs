@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds native/llama-tuning.c into build/native/llama-tuning.node (part of `npm run build`).
+// Builds native/*.c (the llama.cpp tuning hooks and Parley's decode loop) into
+// build/native/llama-tuning.node (part of `npm run build`).
 //
 // It needs a C compiler ($CC, else cc), Node's own headers (shipped with every Node binary
 // distribution, next to the executable), git and tar, to read llama.cpp's headers from the
@@ -16,7 +17,9 @@ import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const out = path.join(root, "build", "native");
-const source = path.join(root, "native", "llama-tuning.c");
+const nativeDir = path.join(root, "native");
+const sources = ["llama-tuning.c", "decode-loop.c"].map((file) => path.join(nativeDir, file));
+const inputs = [...sources, path.join(nativeDir, "llama-native.h")];
 const target = path.join(out, "llama-tuning.node");
 const statusFile = path.join(out, "status.json");
 
@@ -60,7 +63,7 @@ const headers = path.join(out, "include");
 const stamp = path.join(headers, ".bundle-sha256");
 const bundleStamp = createHash("sha256").update(readFileSync(bundle)).digest("hex");
 const headersFresh = existsSync(stamp) && readFileSync(stamp, "utf8") === bundleStamp;
-if (headersFresh && existsSync(target) && statSync(target).mtimeMs > Math.max(statSync(source).mtimeMs, statSync(stamp).mtimeMs)) {
+if (headersFresh && existsSync(target) && statSync(target).mtimeMs > Math.max(...inputs.map((file) => statSync(file).mtimeMs), statSync(stamp).mtimeMs)) {
   finish(true);
 }
 rmSync(target, { force: true });
@@ -93,7 +96,7 @@ try {
   run(cc, [
     ...ccArgs, "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
     "-isystem", nodeHeaders, "-isystem", path.join(headers, "include"), "-isystem", path.join(headers, "ggml", "include"),
-    source, "-o", temporary, "-ldl", "-lpthread",
+    ...sources, "-o", temporary, "-ldl", "-lpthread",
   ]);
   renameSync(temporary, target);
 } catch (error) {

@@ -53,6 +53,7 @@ export function registerServeCommand(program: Command): void {
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
     .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (measured on the model once, then cached), ggml (ggml's own choice), or a variant such as haswell, alderlake, zen4 (see docs/engine.md)", "auto")
     .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
+    .option("--no-native-loop", "decode through node-llama-cpp's evaluate instead of Parley's native loop (for comparison; slower)")
     .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")
     .option("--admin-token <token>", "bearer token of the admin API /admin/v1 (also PARLEY_ADMIN_TOKEN); without it the admin API is off")
     .action(async (flags: ServeFlags) => {
@@ -115,7 +116,7 @@ function warnTuning(log: Logger): void {
 /** Measures (or recalls) the CPU kernels for the first local model, then opens the engine. */
 async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<Llama> {
   const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
-  const tunable = loadTuning({ threadpool: config.engine.threadpool }).active;
+  const tunable = loadTuning({ threadpool: config.engine.threadpool, nativeLoop: config.engine.nativeLoop }).active;
   const kernels = await resolveCpuKernels({
     requested: config.engine.cpuKernels,
     cpu: readCpuInfo(),
@@ -132,6 +133,7 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   });
   const engine = await openEngine({
     threadpool: config.engine.threadpool,
+    nativeLoop: config.engine.nativeLoop,
     cpuKernels: kernels.variant,
     logLevel: LlamaLogLevel.warn,
     logger: (level, message) => log.debug({ engine: level }, message.trim()),
@@ -143,7 +145,10 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
       prefillMs: Number(each.prefillMs.toFixed(2)),
       stepMs: Number(each.stepMs.toFixed(2)),
     }));
-    log.info({ threadpool: tuning.threadpool, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason, measured }, "llama.cpp engine tuned");
+    log.info(
+      { threadpool: tuning.threadpool, nativeLoop: tuning.nativeLoop, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason, measured },
+      "llama.cpp engine tuned",
+    );
     warnTuning(log);
   } else {
     log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");

@@ -41,6 +41,8 @@ export interface EngineConfig {
    * for ggml's own choice, or a variant of the prebuilt llama.cpp.
    */
   readonly cpuKernels: string | undefined;
+  /** Parley's native decode loop, not node-llama-cpp's `evaluate` (the addon's). Defaults to true. */
+  readonly nativeLoop: boolean;
 }
 
 /** Raw values as commander hands them over. */
@@ -64,6 +66,7 @@ export interface ServeFlags extends AccessFlags {
   logLevel?: string;
   cpuKernels?: string;
   threadpool?: boolean;
+  nativeLoop?: boolean;
 }
 
 function integer(flag: string, value: string | undefined, min: number, max: number): number | undefined {
@@ -156,7 +159,7 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     drainTimeoutMs: (integer("--drain-timeout", flags.drainTimeout, 0, 3600) ?? 30) * 1000,
     access: buildAccessConfig(flags, env),
     adminToken: adminToken(flags.adminToken ?? env.PARLEY_ADMIN_TOKEN),
-    engine: { threadpool: flags.threadpool ?? true, cpuKernels: cpuKernels(flags.cpuKernels) },
+    engine: { threadpool: flags.threadpool ?? true, cpuKernels: cpuKernels(flags.cpuKernels), nativeLoop: flags.nativeLoop ?? true },
   };
 }
 

@@ -75,8 +75,12 @@ test("--config: the file's models replace the default model; a --model beside it
 });
 
 test("engine: the threadpool on and measured CPU kernels (auto) by default; a variant name is checked", () => {
-  assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined });
-  assert.deepEqual(buildServeConfig({ cpuKernels: "auto", threadpool: false }, {}).engine, { threadpool: false, cpuKernels: undefined });
+  assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined, nativeLoop: true });
+  assert.deepEqual(buildServeConfig({ cpuKernels: "auto", threadpool: false, nativeLoop: false }, {}).engine, {
+    threadpool: false,
+    cpuKernels: undefined,
+    nativeLoop: false,
+  });
   assert.equal(buildServeConfig({ cpuKernels: "haswell" }, {}).engine.cpuKernels, "haswell");
   assert.equal(buildServeConfig({ cpuKernels: "ggml" }, {}).engine.cpuKernels, "ggml");
   for (const bad of ["../x", "Haswell", "", "zen 4", "a".repeat(33)]) {

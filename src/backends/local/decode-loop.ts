@@ -1,4 +1,7 @@
 /**
+ * The decode loop over node-llama-cpp's own `evaluate`, used where Parley's native loop
+ * (native-decode-loop.ts) is not built or is turned off.
+ *
  * Lockstep decoding across the sequences of one context: every generation that wants a
  * token asks its sequence's `evaluate()` generator for it in the same tick, so each queues
  * its decode before node-llama-cpp's batch dispatch (on its next cycle) and the context
@@ -16,12 +19,32 @@
  * prefill rides in the same batches but is not waited for by the step.
  */
 import type { LlamaContextSequence, Token } from "node-llama-cpp";
+import { MAX_AHEAD, PENALTY_WINDOW, TOP_K, type Sampling, type SequenceDecoder } from "./sequence-decoder.js";
 
 /** How a generation samples: node-llama-cpp's `evaluate` options (temperature, top-p, seed, penalties). */
 export type SamplingOptions = NonNullable<Parameters<LlamaContextSequence["evaluate"]>[1]>;
 
-/** Tokens decoded but not yet read beyond which a generation waits for its reader. */
-const MAX_AHEAD = 8;
+/** node-llama-cpp's sampling options for a request; penalties look at the last `PENALTY_WINDOW` generated tokens. */
+export function samplingOptions(sampling: Sampling, generated: readonly Token[]): SamplingOptions {
+  const penalize = sampling.presencePenalty !== 0 || sampling.frequencyPenalty !== 0;
+  return {
+    temperature: sampling.temperature,
+    topK: TOP_K,
+    topP: sampling.topP,
+    ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+    ...(penalize
+      ? {
+          repeatPenalty: {
+            punishTokens: () => generated.slice(-PENALTY_WINDOW),
+            maxPunishTokens: PENALTY_WINDOW,
+            penalty: 1,
+            presencePenalty: sampling.presencePenalty,
+            frequencyPenalty: sampling.frequencyPenalty,
+          },
+        }
+      : {}),
+  };
+}
 
 /** One step's result: a token, the end of generation (the model's end-of-generation token), or a failure. */
 type Outcome = { readonly token: Token } | { readonly end: true } | { readonly error: unknown };
@@ -42,9 +65,9 @@ class Participant {
   /** This participant's evaluation in the step now running, if any. */
   #inFlight: Promise<unknown> | undefined;
   readonly #onRead: () => void;
-  readonly #onSampled: ((token: Token) => void) | undefined;
+  readonly #onSampled: (token: Token) => void;
 
-  constructor(sequence: LlamaContextSequence, input: readonly Token[], options: SamplingOptions, limit: number, onRead: () => void, onSampled?: (token: Token) => void) {
+  constructor(sequence: LlamaContextSequence, input: readonly Token[], options: SamplingOptions, limit: number, onRead: () => void, onSampled: (token: Token) => void) {
     this.#sequence = sequence;
     this.#onSampled = onSampled;
     this.#limit = limit;
@@ -100,7 +123,7 @@ class Participant {
   deliver(outcome: Outcome): void {
     if (this.closed) return;
     this.#delivered += 1;
-    if ("token" in outcome) this.#onSampled?.(outcome.token);
+    if ("token" in outcome) this.#onSampled(outcome.token);
     const waiting = this.#waiting;
     this.#waiting = undefined;
     if (waiting !== undefined) waiting(outcome);
@@ -129,25 +152,38 @@ class Participant {
   }
 }
 
-export class DecodeLoop {
+export class DecodeLoop implements SequenceDecoder {
+  readonly kind = "library";
   readonly #participants = new Set<Participant>();
   #running = false;
   /** Wakes the loop when it idles because every participant is ahead of its reader. */
   #wake: (() => void) | undefined;
 
+  cachedTokens(sequence: LlamaContextSequence): readonly Token[] {
+    return sequence.contextTokens;
+  }
+
+  tokens(sequence: LlamaContextSequence, prompt: readonly Token[], reused: number, sampling: Sampling, limit: number): AsyncIterableIterator<Token> {
+    // The penalty window reads the tokens the loop sampled, which may run a few ahead of what was read.
+    const sampled: Token[] = [];
+    const options = samplingOptions(sampling, sampled);
+    const steps = (): AsyncIterableIterator<Token> => this.#steps(sequence, prompt.slice(reused), options, limit, (token) => sampled.push(token));
+    return (async function* () {
+      if (sequence.nextTokenIndex > reused) await sequence.eraseContextTokenRanges([{ start: reused, end: sequence.nextTokenIndex }]);
+      yield* steps();
+    })();
+  }
+
   /**
    * Sampled tokens for `sequence`: first the token after `input` (the part of the prompt
-   * not already in the sequence's cache), then one per step, at most `limit` in all; the
-   * iteration ends at the model's end-of-generation token (not yielded), after `limit`
-   * tokens, or when the caller ends it (`return()`, e.g. at a stop string); an engine
-   * failure is thrown.
+   * not already in the sequence's cache), then one per step, as `tokens` says.
    */
-  tokens(
+  #steps(
     sequence: LlamaContextSequence,
     input: readonly Token[],
     options: SamplingOptions,
     limit: number,
-    onSampled?: (token: Token) => void,
+    onSampled: (token: Token) => void,
   ): AsyncIterableIterator<Token> {
     const participant = new Participant(sequence, input, options, limit, () => this.#nudge(), onSampled);
     this.#participants.add(participant);
@@ -174,6 +210,11 @@ export class DecodeLoop {
       [Symbol.asyncIterator]: () => iterator,
     };
     return iterator;
+  }
+
+  /** node-llama-cpp's context is closed by its owner; nothing of this loop's outlives its participants. */
+  close(): void {
+    for (const participant of this.#participants) participant.close();
   }
 
   /** Generations taking part in steps now. */

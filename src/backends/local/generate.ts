@@ -5,12 +5,9 @@
  */
 import type { LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import type { GenerationEvent, GenerationRequest } from "../backend.js";
-import type { DecodeLoop, SamplingOptions } from "./decode-loop.js";
+import type { SequenceDecoder } from "./sequence-decoder.js";
 import { StopMatcher } from "./stop-matcher.js";
 import { TokenDecoder } from "./token-decoder.js";
-
-/** Penalties look back this many generated tokens, as llama.cpp's `penalty_last_n` does by default. */
-const PENALTY_WINDOW = 64;
 
 export interface GenerationInput {
   readonly request: GenerationRequest;
@@ -22,30 +19,6 @@ export interface GenerationInput {
   readonly usage?: { cachedTokens: number; completionTokens: number };
 }
 
-/** node-llama-cpp's sampling options for a request; penalties look at the last `PENALTY_WINDOW` generated tokens. */
-export function samplingOptions(
-  request: Pick<GenerationRequest, "temperature" | "topP" | "seed" | "presencePenalty" | "frequencyPenalty">,
-  generated: readonly Token[],
-): SamplingOptions {
-  const penalize = request.presencePenalty !== 0 || request.frequencyPenalty !== 0;
-  return {
-    temperature: request.temperature,
-    topP: request.topP,
-    ...(request.seed !== undefined ? { seed: request.seed } : {}),
-    ...(penalize
-      ? {
-          repeatPenalty: {
-            punishTokens: () => generated.slice(-PENALTY_WINDOW),
-            maxPunishTokens: PENALTY_WINDOW,
-            penalty: 1,
-            presencePenalty: request.presencePenalty,
-            frequencyPenalty: request.frequencyPenalty,
-          },
-        }
-      : {}),
-  };
-}
-
 export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): number {
   const limit = Math.min(a.length, b.length);
   let index = 0;
@@ -55,17 +28,14 @@ export function commonPrefixLength(a: readonly Token[], b: readonly Token[]): nu
 
 export async function* generate(
   model: LlamaModel,
-  decodeLoop: DecodeLoop,
+  engine: SequenceDecoder,
   sequence: LlamaContextSequence,
   input: GenerationInput,
   signal: AbortSignal,
 ): AsyncGenerator<GenerationEvent, void, void> {
   const { request, promptTokens } = input;
   // At least one prompt token is always evaluated: its logits seed the first sample.
-  const reused = Math.min(commonPrefixLength(sequence.contextTokens, promptTokens), promptTokens.length - 1);
-  if (sequence.nextTokenIndex > reused) {
-    await sequence.eraseContextTokenRanges([{ start: reused, end: sequence.nextTokenIndex }]);
-  }
+  const reused = Math.min(commonPrefixLength(engine.cachedTokens(sequence), promptTokens), promptTokens.length - 1);
 
   if (input.usage !== undefined) input.usage.cachedTokens = reused;
   const generated: Token[] = [];
@@ -73,9 +43,7 @@ export async function* generate(
   const clientStops = new StopMatcher(request.stop);
   const templateStops = new StopMatcher(input.templateStops);
 
-  // The penalty window reads the tokens the loop sampled, which may run a few ahead of `generated`.
-  const sampled: Token[] = [];
-  const tokens = decodeLoop.tokens(sequence, promptTokens.slice(reused), samplingOptions(request, sampled), request.maxTokens, (token) => sampled.push(token));
+  const tokens = engine.tokens(sequence, promptTokens, reused, request, request.maxTokens);
 
   const finish = (finishReason: "stop" | "length", stopReason: string | null): GenerationEvent => ({
     type: "finish",

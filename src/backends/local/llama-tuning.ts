@@ -1,7 +1,7 @@
 /**
- * Loads Parley's llama-tuning addon (native/llama-tuning.c, built by `npm run build` into
- * build/native/): a persistent ggml threadpool for every llama.cpp context, and a choice of
- * CPU kernel variant. Both are measured in docs/engine.md.
+ * Loads Parley's native addon (native/*.c, built by `npm run build` into build/native/): a
+ * persistent ggml threadpool for every llama.cpp context, a choice of CPU kernel variant, and
+ * Parley's own decode loop (native-decode-loop.ts). All are measured in docs/engine.md.
  *
  * The addon works by ELF symbol interposition, so it must be loaded, RTLD_GLOBAL, before
  * node-llama-cpp loads its own addon: `openEngine` calls this before `getLlama`. Without the
@@ -21,6 +21,8 @@ export interface TuningOptions {
    * undefined for ggml's own choice: the highest instruction set this CPU runs.
    */
   readonly cpuKernels?: string | undefined;
+  /** Decode local models with Parley's native loop, not node-llama-cpp's `evaluate`. Defaults to true. */
+  readonly nativeLoop?: boolean | undefined;
 }
 
 export interface TuningStatus {
@@ -29,6 +31,8 @@ export interface TuningStatus {
   /** Why it is not active; null when it is. */
   readonly reason: string | null;
   readonly threadpool: boolean;
+  /** Whether local models decode with Parley's native loop (the addon is active and it is not turned off). */
+  readonly nativeLoop: boolean;
   /** Contexts given a threadpool since start, and those still alive. */
   readonly poolsAttached: number;
   readonly poolsLive: number;
@@ -39,9 +43,35 @@ export interface TuningStatus {
   readonly lastError: string | null;
 }
 
-interface Addon {
+/** The decode loop's native functions (native/decode-loop.c says what each does). */
+export interface NativeLoopAddon {
+  /** The newest llama.cpp context's number (0 before any). */
+  contextSerial(): number;
+  /** The numbers of the llama.cpp contexts alive now, newest first. */
+  liveContexts(): number[];
+  loopOpen(contextSerial: number, maxAhead: number, onEvents: (events: Int32Array) => void): object;
+  loopStart(
+    loop: object,
+    sequence: number,
+    tokens: Int32Array,
+    keep: number,
+    limit: number,
+    temperature: number,
+    topK: number,
+    topP: number,
+    seed: number,
+    presencePenalty: number,
+    frequencyPenalty: number,
+    penaltyLastN: number,
+  ): void;
+  loopAck(loop: object, sequence: number, count: number): void;
+  loopCancel(loop: object, sequence: number): void;
+  loopClose(loop: object): void;
+}
+
+interface Addon extends NativeLoopAddon {
   configure(options: { threadpool: boolean; poll: number; cpuKernels: string | null }): void;
-  stats(): Omit<TuningStatus, "active" | "reason" | "threadpool">;
+  stats(): Omit<TuningStatus, "active" | "reason" | "threadpool" | "nativeLoop">;
 }
 
 /**
@@ -56,6 +86,7 @@ const ADDON_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".
 let addon: Addon | undefined;
 let failure: string | null = null;
 let threadpool = true;
+let nativeLoop = true;
 
 /**
  * Why the built addon must not be loaded, or null when it may: the build's status file must
@@ -94,6 +125,7 @@ export function loadTuning(options: TuningOptions = {}): TuningStatus {
     }
   }
   threadpool = options.threadpool ?? true;
+  nativeLoop = options.nativeLoop ?? true;
   addon?.configure({ threadpool, poll: POLL_LEVEL, cpuKernels: options.cpuKernels ?? null });
   return tuningStatus();
 }
@@ -104,6 +136,7 @@ export function tuningStatus(): TuningStatus {
       active: false,
       reason: failure ?? "not loaded",
       threadpool: false,
+      nativeLoop: false,
       poolsAttached: 0,
       poolsLive: 0,
       cpuKernelsRequested: null,
@@ -111,5 +144,10 @@ export function tuningStatus(): TuningStatus {
       lastError: null,
     };
   }
-  return { active: true, reason: null, threadpool, ...addon.stats() };
+  return { active: true, reason: null, threadpool, nativeLoop, ...addon.stats() };
+}
+
+/** The native decode loop's functions, or undefined where the addon is not loaded or the loop is turned off. */
+export function nativeLoopAddon(): NativeLoopAddon | undefined {
+  return nativeLoop ? addon : undefined;
 }

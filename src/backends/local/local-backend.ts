@@ -16,8 +16,10 @@ import { ApiError } from "../../protocol/errors.js";
 import type { Admission, Backend, BackendState, Generation, GenerationRequest, ModelInfo, PreparedPrompt } from "../backend.js";
 import { DecodeLoop } from "./decode-loop.js";
 import { commonPrefixLength, generate } from "./generate.js";
-import { tuningStatus } from "./llama-tuning.js";
+import { nativeLoopAddon, tuningStatus } from "./llama-tuning.js";
+import { createContextWithLoop } from "./native-decode-loop.js";
 import { renderPrompt } from "./render-prompt.js";
+import type { SequenceDecoder } from "./sequence-decoder.js";
 import { SlotQueue } from "./slot-queue.js";
 import { defaultThreads } from "./threads.js";
 
@@ -53,7 +55,9 @@ interface Loaded {
   /** When each sequence last started a generation, for least-recently-used choices. */
   readonly lastUsed: Map<LlamaContextSequence, number>;
   /** Decodes every running sequence's next token in one batch per step. */
-  readonly decodeLoop: DecodeLoop;
+  readonly decoder: SequenceDecoder;
+  /** Why the native loop is not used, or null when it is. */
+  readonly whyLibraryLoop: string | null;
 }
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
@@ -95,10 +99,16 @@ export class LocalBackend implements Backend {
   }
 
   /** What the engine runs with, once loaded. */
-  get engine(): { threads: number; contextSize: number; parallel: number } | undefined {
+  get engine(): { threads: number; contextSize: number; parallel: number; decodeLoop: "native" | "library"; whyLibraryLoop?: string } | undefined {
     if (this.#loaded === undefined) return undefined;
-    const { context } = this.#loaded;
-    return { threads: context.currentThreads, contextSize: context.contextSize, parallel: context.totalSequences };
+    const { context, decoder, whyLibraryLoop } = this.#loaded;
+    return {
+      threads: context.currentThreads,
+      contextSize: context.contextSize,
+      parallel: context.totalSequences,
+      decodeLoop: decoder.kind,
+      ...(whyLibraryLoop === null ? {} : { whyLibraryLoop }),
+    };
   }
 
   async load(): Promise<void> {
@@ -109,10 +119,14 @@ export class LocalBackend implements Backend {
       const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
       const tuning = tuningStatus();
       const threads = this.#options.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
-      const context = await model.createContext({ contextSize, sequences: parallel, threads });
-      const sequences = Array.from({ length: parallel }, () => context.getSequence());
+      const { context, sequences, loop, why } = await createContextWithLoop(
+        nativeLoopAddon(),
+        () => model.createContext({ contextSize, sequences: parallel, threads }),
+        parallel,
+      );
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
-      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map(), decodeLoop: new DecodeLoop() };
+      const decoder = loop ?? new DecodeLoop();
+      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map(), decoder, whyLibraryLoop: why };
       this.#state = this.#state === "disposed" ? "disposed" : "ready";
     } catch (error) {
       this.#failure = error instanceof Error ? error.message : String(error);
@@ -181,7 +195,7 @@ export class LocalBackend implements Backend {
     let longestShared = -1;
     let leastRecent = 0;
     free.forEach((sequence, index) => {
-      const shared = commonPrefixLength(sequence.contextTokens, tokens);
+      const shared = commonPrefixLength(loaded.decoder.cachedTokens(sequence), tokens);
       if (shared > longestShared) {
         longest = index;
         longestShared = shared;
@@ -203,7 +217,7 @@ export class LocalBackend implements Backend {
         this.#generatedTokens += 1;
       },
     };
-    const events = generate(loaded.model, loaded.decodeLoop, sequence, input, signal);
+    const events = generate(loaded.model, loaded.decoder, sequence, input, signal);
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -250,6 +264,7 @@ export class LocalBackend implements Backend {
     const loaded = this.#loaded;
     this.#loaded = undefined;
     if (loaded !== undefined) {
+      loaded.decoder.close(); // before the context: the native loop's thread decodes on it
       await loaded.context.dispose();
       await loaded.model.dispose();
     }
