@@ -330,6 +330,7 @@ static void step(struct decode_loop * loop) {
 
 static void * run(void * arg) {
     struct decode_loop * loop = arg;
+    pthread_setname_np(pthread_self(), "parley-decode"); /* as top -H and /proc show it */
     pthread_mutex_lock(&loop->mu);
     while (!loop->quit) {
         bool work = plan_step(loop);
