@@ -114,8 +114,6 @@ export class NativeDecodeLoop implements SequenceDecoder {
       if (this.#closed) throw new Error("The local engine is closed.");
       if (this.#streams.has(id)) throw new Error(`Sequence ${id} is still generating.`);
       const started = new Stream(prompt);
-      // While it runs, the cache holds the reused prefix and whatever is decoded after it.
-      this.#cached.set(id, prompt.slice(0, reused));
       this.#addon.loopStart(
         this.#handle,
         id,
@@ -131,6 +129,8 @@ export class NativeDecodeLoop implements SequenceDecoder {
         PENALTY_WINDOW,
       );
       this.#streams.set(id, started);
+      // While it runs, the cache holds the reused prefix and whatever is decoded after it.
+      this.#cached.set(id, prompt.slice(0, reused));
       return started;
     };
     const iterator: AsyncIterableIterator<Token> = {
