@@ -69,6 +69,7 @@ static struct {
     struct llama_sampler * (*init_dist)(uint32_t);
     struct llama_sampler * (*init_penalties)(int32_t, int32_t, float, float, float);
     llama_token (*sample)(struct llama_sampler *, struct llama_context *, int32_t);
+    float * (*get_logits_ith)(struct llama_context *, int32_t);
     void (*sampler_free)(struct llama_sampler *);
 } api;
 
@@ -101,6 +102,7 @@ static void resolve_api_once(void) {
     RESOLVE(init_dist, "llama_sampler_init_dist")
     RESOLVE(init_penalties, "llama_sampler_init_penalties")
     RESOLVE(sample, "llama_sampler_sample")
+    RESOLVE(get_logits_ith, "llama_get_logits_ith")
     RESOLVE(sampler_free, "llama_sampler_free")
 #undef RESOLVE
 }
@@ -121,6 +123,7 @@ struct slot {
     llama_pos keep;
     int32_t limit;
     struct llama_sampler * chain;
+    bool argmax;         /* greedy without penalties: the chain is skipped for a plain argmax */
     /* Written by JavaScript under the lock at any time. */
     int cancel;
     int32_t acked;
@@ -268,6 +271,18 @@ static void build_batch(struct decode_loop * loop, int32_t only) {
     }
 }
 
+/* Greedy sampling without the sampler chain, which first copies every logit into a candidate
+ * array (152k entries for Qwen2, per sequence per step). The first of equal maxima wins, as in
+ * llama.cpp's greedy sampler. */
+static llama_token argmax(struct decode_loop * loop, int32_t index) {
+    const float * logits = api.get_logits_ith(loop->ctx, index);
+    llama_token best = 0;
+    for (llama_token token = 1; token < loop->n_vocab; token++) {
+        if (logits[token] > logits[best]) best = token;
+    }
+    return best;
+}
+
 /* Outside the lock, after a successful decode: advance each sequence and sample the ready ones. */
 static void after_decode(struct decode_loop * loop) {
     for (int32_t seq = 0; seq < loop->n_seq; seq++) {
@@ -277,7 +292,7 @@ static void after_decode(struct decode_loop * loop) {
         if (slot->prompt_done < slot->n_prompt) slot->prompt_done += slot->batched;
         else slot->has_last = false;
         if (slot->logit_index < 0) continue;
-        llama_token token = api.sample(slot->chain, loop->ctx, slot->logit_index);
+        llama_token token = slot->argmax ? argmax(loop, slot->logit_index) : api.sample(slot->chain, loop->ctx, slot->logit_index);
         slot->generated++;
         if (api.vocab_is_eog(loop->vocab, token)) {
             slot->ended = END_EOG + 1;
@@ -596,6 +611,7 @@ static napi_value loop_start(napi_env env, napi_callback_info info) {
     slot->keep = (llama_pos) n[3];
     slot->limit = (int32_t) n[4] < 1 ? 1 : (int32_t) n[4];
     slot->chain = chain;
+    slot->argmax = temperature <= 0.0f && presence == 0.0f && frequency == 0.0f;
     slot->cancel = 0;
     slot->acked = 0;
     slot->state = SLOT_STARTING;
