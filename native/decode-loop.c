@@ -163,7 +163,6 @@ struct decode_loop {
     pthread_mutex_t join_mu; /* one joiner at a time */
     int joined;
 
-    napi_env env;
     napi_threadsafe_function tsfn;
     int32_t js_running; /* generations started and not yet heard to END; JavaScript's thread only */
     int closed;
@@ -198,8 +197,6 @@ static bool plan_step(struct decode_loop * loop) {
     bool work = false;
     for (int32_t seq = 0; seq < loop->n_seq; seq++) {
         struct slot * slot = &loop->slots[seq];
-        slot->logit_index = -1;
-        slot->batched = 0;
         slot->ended = 0;
         slot->decode_now = false;
         slot->prefill_now = false;
@@ -521,7 +518,6 @@ static napi_value loop_open(napi_env env, napi_callback_info info) {
         FAIL("decode loop: could not create its callback");
     }
     napi_unref_threadsafe_function(env, loop->tsfn); /* until a generation starts */
-    loop->env = env;
     if (!context_claim((long) serial, loop, start_on_context)) {
         napi_release_threadsafe_function(loop->tsfn, napi_tsfn_abort);
         free_loop(loop);

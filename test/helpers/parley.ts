@@ -20,7 +20,7 @@ let llama: Promise<Llama> | undefined;
 
 /** One engine per test process, tuned as in the server. */
 export function testLlama(): Promise<Llama> {
-  llama ??= openEngine({ logLevel: LlamaLogLevel.error, nativeLoop: process.env.PARLEY_TEST_NATIVE_LOOP !== "0" }).then((engine) => engine.llama);
+  llama ??= openEngine({ logLevel: LlamaLogLevel.error }).then((engine) => engine.llama);
   return llama;
 }
 

@@ -62,13 +62,6 @@ class Stream {
   }
 }
 
-/** A seed as the native sampler takes it: a uint32, or -1 for a random one. */
-function nativeSeed(seed: number | undefined): number {
-  if (seed === undefined) return -1;
-  const modulus = 2 ** 32;
-  return ((Math.trunc(seed) % modulus) + modulus) % modulus;
-}
-
 export class NativeDecodeLoop implements SequenceDecoder {
   readonly kind = "native";
   readonly #addon: NativeLoopAddon;
@@ -123,7 +116,7 @@ export class NativeDecodeLoop implements SequenceDecoder {
         sampling.temperature,
         TOP_K,
         sampling.topP,
-        nativeSeed(sampling.seed),
+        sampling.seed ?? -1, // a uint32 already (chat-request.ts folds it); -1 asks for a random one
         sampling.presencePenalty,
         sampling.frequencyPenalty,
         PENALTY_WINDOW,
