@@ -8,9 +8,14 @@
  *   CPU_KERNELS=haswell npm run bench:concurrency   # the same as PARLEY_ARM="--cpu-kernels haswell"
  *
  * Aggregate tokens/s = all completion tokens after each stream's first, over the time
- * from the first stream's first token to the last stream's last token. Medians over
- * rounds; servers alternate per round. Results: bench/results/concurrency.md, and the same
- * numbers as bench/results/concurrency.json (read by bench/plot.ts).
+ * from the first stream's first token to the last stream's end. Each server is started per
+ * level and round, warmed with WARMUP bursts (JIT, caches), then measured over BURSTS bursts
+ * (their median); medians over rounds; servers alternate per round. llama-server renders the
+ * chat as Parley does (BenchModel.llamaServerTemplate), and llama-batched-bench runs last,
+ * with `-npp` set to the prompt length Parley reported (usage.prompt_tokens), so the ceiling
+ * decodes from the same positions: on stories260K a step's cost grows with the position.
+ * Results: bench/results/concurrency.md, and the same numbers as
+ * bench/results/concurrency.json (read by bench/plot.ts).
  */
 import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -25,6 +30,9 @@ const LEVELS = (process.env.LEVELS ?? "1,4,8").split(",").map(Number);
 const THREADS = Number(process.env.THREADS ?? 2);
 const TOKENS = Number(process.env.TOKENS ?? 64);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+/** Bursts per server start before measuring (JIT, caches), and measured bursts (their median). */
+const WARMUP = Number(process.env.WARMUP ?? 2);
+const BURSTS = Number(process.env.BURSTS ?? 3);
 /** A second Parley arm with other flags (docs/engine.md), e.g. `--no-native-loop` or `--cpu-kernels haswell`; none by default. */
 const ARM_FLAGS = process.env.PARLEY_ARM ?? (process.env.CPU_KERNELS === undefined ? undefined : `--cpu-kernels ${process.env.CPU_KERNELS}`);
 const SECOND_ARM = ARM_FLAGS === undefined ? undefined : `parley ${ARM_FLAGS}`;
@@ -40,25 +48,37 @@ interface Burst {
   readonly timings: StreamTiming[];
 }
 
+/** Retries of a burst whose connection the server closed under it (see `burst`). */
+let retriedBursts = 0;
+
 async function burst(server: ServerProcess, streams: number): Promise<Burst> {
-  const started = performance.now();
-  const timings = await Promise.all(
-    Array.from({ length: streams }, (_, index) =>
-      timeStream({ url: server.url, model: "bench", messages: prompt(index), maxTokens: TOKENS, extra: { seed: index } }),
-    ),
-  );
-  // Each timing is relative to its own start; all started together at `started`.
-  const firstToken = Math.min(...timings.map((timing) => timing.timeToFirstTokenMs));
-  const lastToken = Math.max(...timings.map((timing) => timing.totalMs));
-  const tokens = timings.reduce((sum, timing) => sum + Math.max(timing.completionTokens, timing.chunks) - 1, 0);
-  void started;
-  return { aggregate: (tokens * 1000) / (lastToken - firstToken), timings };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // All start together; each timing is relative to its own start.
+      const timings = await Promise.all(
+        Array.from({ length: streams }, (_, index) =>
+          timeStream({ url: server.url, model: "bench", messages: prompt(index), maxTokens: TOKENS, extra: { seed: index } }),
+        ),
+      );
+      const firstToken = Math.min(...timings.map((timing) => timing.timeToFirstTokenMs));
+      const lastToken = Math.max(...timings.map((timing) => timing.totalMs));
+      const tokens = timings.reduce((sum, timing) => sum + Math.max(timing.completionTokens, timing.chunks) - 1, 0);
+      return { aggregate: (tokens * 1000) / (lastToken - firstToken), timings };
+    } catch (error) {
+      // llama-server (cpp-httplib) now and then closes a kept-alive connection just as the
+      // client reuses it ("other side closed"); the burst is run again, and the report counts it.
+      const cause = error instanceof Error && error.cause instanceof Error ? error.cause.message : "";
+      if (attempt >= 3 || !/other side closed|ECONNRESET/.test(cause)) throw error;
+      retriedBursts += 1;
+      console.log(`burst retried: ${cause}`);
+    }
+  }
 }
 
-async function batchedBench(model: string): Promise<Map<number, number>> {
+async function batchedBench(model: string, promptTokens: number): Promise<Map<number, number>> {
   const { stdout } = await promisify(execFile)(
     path.join(TOOLS, "llama-batched-bench"),
-    ["-m", model, "-t", String(THREADS), "-c", "8192", "-npp", "41", "-ntg", String(TOKENS), "-npl", LEVELS.join(",")],
+    ["-m", model, "-t", String(THREADS), "-c", "8192", "-npp", String(promptTokens), "-ntg", String(TOKENS), "-npl", LEVELS.join(",")],
     { maxBuffer: 1 << 24 },
   );
   // Table rows: |  PP |  TG |  B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
@@ -80,30 +100,45 @@ async function main(): Promise<void> {
     parley: number;
     parleyArm?: { flags: string; tokensPerS: number };
     batchedBench: number | null;
+    /** Median usage.prompt_tokens of the measured streams. */
+    promptTokens: { parley: number; llamaServer: number };
     rounds: Record<string, number[]>;
   }> = [];
-  const native = await batchedBench(model);
+  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]> }> = [];
   for (const streams of LEVELS) {
-    const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams };
+    const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
     const results = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
+    const promptTokens = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
     if (SECOND_ARM !== undefined) {
       results.set(SECOND_ARM, []);
+      promptTokens.set(SECOND_ARM, []);
       order.push([SECOND_ARM, (s) => startParley(s, ARM_FLAGS!.split(/\s+/))]);
     }
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
         const server = await start(settings);
         try {
-          await burst(server, streams); // warm-up
-          const measured = await burst(server, streams);
-          results.get(name)!.push(measured.aggregate);
-          console.log(`${streams} streams, round ${round + 1}, ${name}: ${measured.aggregate.toFixed(2)} tokens/s aggregate`);
+          for (let i = 0; i < WARMUP; i++) await burst(server, streams);
+          const measured: number[] = [];
+          for (let i = 0; i < BURSTS; i++) {
+            const { aggregate, timings } = await burst(server, streams);
+            measured.push(aggregate);
+            promptTokens.get(name)!.push(...timings.map((timing) => timing.promptTokens));
+          }
+          results.get(name)!.push(median(measured));
+          console.log(`${streams} streams, round ${round + 1}, ${name}: ${median(measured).toFixed(2)} tokens/s aggregate (bursts: ${measured.map((v) => v.toFixed(0)).join(", ")})`);
         } finally {
           await server.stop();
         }
       }
     }
+    measuredLevels.push({ streams, results, promptTokens });
+  }
+  // The ceiling decodes from the prompt length Parley reported, at the same batch sizes.
+  const parleyPromptTokens = Math.round(median(measuredLevels.flatMap((level) => level.promptTokens.get("parley")!)));
+  const native = await batchedBench(model, parleyPromptTokens);
+  for (const { streams, results, promptTokens } of measuredLevels) {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
@@ -114,25 +149,29 @@ async function main(): Promise<void> {
       parley,
       ...(second === undefined ? {} : { parleyArm: { flags: ARM_FLAGS!, tokensPerS: second } }),
       batchedBench: Number.isFinite(ceiling) ? ceiling : null,
+      promptTokens: { parley: median(promptTokens.get("parley")!), llamaServer: median(promptTokens.get("llama-server")!) },
       rounds: Object.fromEntries(results),
     });
     const secondCells = second === undefined ? "" : ` ${second.toFixed(2)} | ${(second / server).toFixed(3)} | ${(second / ceiling).toFixed(3)} |`;
-    rows.push(`| ${streams} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
+    const prompts = `${median(promptTokens.get("parley")!)} / ${median(promptTokens.get("llama-server")!)}`;
+    rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
   }
   const report = [
     "# Concurrent streams: aggregate decode tokens/s",
     "",
     `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
     `${bench.label.charAt(0).toUpperCase()}${bench.label.slice(1)}, ${THREADS} threads for every engine, ${TOKENS} greedy tokens per stream, distinct prompts, streaming over HTTP;`,
-    `each server started with --parallel N, warmed with one burst, then measured; medians of ${ROUNDS} rounds, alternating order.`,
-    `llama-batched-bench: \`-t ${THREADS} -npp 41 -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling.`,
+    `each server started with --parallel N, warmed with ${WARMUP} bursts, then measured over ${BURSTS} (their median); medians of ${ROUNDS} rounds, alternating order.`,
+    `llama-server renders the chats with its built-in \`${bench.llamaServerTemplate}\` template, the format Parley uses for this model (prompt tokens: Parley / llama-server).`,
+    `llama-batched-bench: \`-t ${THREADS} -npp ${parleyPromptTokens} -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling, from Parley's prompt length.`,
+    ...(retriedBursts === 0 ? [] : [`${retriedBursts} burst(s) were run again after llama-server closed a kept-alive connection under them.`]),
     "",
-    "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS})`,
+    "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS} WARMUP=${WARMUP} BURSTS=${BURSTS})`,
     "",
     SECOND_ARM === undefined
-      ? "| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
-      : `| streams | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley ${ARM_FLAGS} | / llama-server | / batched-bench |`,
-    SECOND_ARM === undefined ? "|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|",
+      ? "| streams | prompt tokens | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
+      : `| streams | prompt tokens | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley ${ARM_FLAGS} | / llama-server | / batched-bench |`,
+    SECOND_ARM === undefined ? "|---|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
     "",
     "Targets (issue 3): at 4 and 8 streams, Parley ≥ 1.1× llama-server and ≥ 0.85× llama-batched-bench.",
@@ -141,7 +180,7 @@ async function main(): Promise<void> {
   mkdirSync(RESULTS, { recursive: true });
   writeFileSync(path.join(RESULTS, `concurrency${bench.suffix}.md`), report);
   const measuredAt = new Date().toISOString();
-  const settings = { threads: THREADS, tokens: TOKENS, rounds: ROUNDS, model: bench.label, cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, node: process.version };
+  const settings = { threads: THREADS, tokens: TOKENS, rounds: ROUNDS, warmupBursts: WARMUP, measuredBursts: BURSTS, batchedBenchPromptTokens: parleyPromptTokens, model: bench.label, cpu: os.cpus()[0]?.model ?? "?", cores: os.cpus().length, node: process.version };
   writeFileSync(path.join(RESULTS, `concurrency${bench.suffix}.json`), `${JSON.stringify({ measuredAt, unit: "aggregate decode tokens/s", ...settings, levels }, null, 2)}\n`);
   console.log(`\n${report}`);
 }

@@ -22,6 +22,8 @@ import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
 const TOKENS = Number(process.env.TOKENS ?? 128);
+/** Short requests each server answers before the measured one (JIT, caches), each with its own prompt. */
+const WARMUP = Number(process.env.WARMUP ?? 5);
 /** Thread counts to compare at; both servers get the same one. */
 const THREADS = (process.env.THREADS ?? "1,2").split(",").map(Number);
 const RESULTS = path.join(PROJECT_ROOT, "bench/results");
@@ -40,14 +42,14 @@ interface Row {
 
 function summarize(rows: Row[]): string {
   const lines = [
-    "| server | TTFT median (ms) | decode tokens/s median | completion tokens (median) | rounds |",
-    "|---|---|---|---|---|",
+    "| server | TTFT median (ms) | decode tokens/s median | prompt tokens | completion tokens (median) | rounds |",
+    "|---|---|---|---|---|---|",
   ];
   for (const row of rows) {
     lines.push(
       `| ${row.server} | ${median(row.timings.map((t) => t.timeToFirstTokenMs)).toFixed(1)} | ${median(
         row.timings.map((t) => t.decodeTokensPerSecond),
-      ).toFixed(2)} | ${median(row.timings.map((t) => t.completionTokens))} | ${row.timings.length} |`,
+      ).toFixed(2)} | ${median(row.timings.map((t) => t.promptTokens))} | ${median(row.timings.map((t) => t.completionTokens))} | ${row.timings.length} |`,
     );
   }
   return lines.join("\n");
@@ -55,7 +57,7 @@ function summarize(rows: Row[]): string {
 
 async function singleStream(bench: BenchModel, threads: number): Promise<string> {
   const model = bench.file;
-  const settings: EngineSettings = { model, threads, contextSize: 4096, parallel: 1 };
+  const settings: EngineSettings = { model, threads, contextSize: 4096, parallel: 1, chatTemplate: bench.llamaServerTemplate };
   // One server at a time holds the cores, so the two never compete; they alternate per round.
   const starters: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [
     ["llama-server", startLlamaServer],
@@ -67,8 +69,8 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     for (const [name, start] of round % 2 === 0 ? starters : [...starters].reverse()) {
       const server = await start(settings);
       try {
-        // Warm-up with another prompt, so the measured request's prompt is not already cached.
-        await timeStream({ url: server.url, model: "bench", messages: [{ role: "user", content: "Hi" }], maxTokens: 8 });
+        // Warm-up with other prompts, so the measured request's prompt is not already cached.
+        for (let i = 0; i < WARMUP; i++) await timeStream({ url: server.url, model: "bench", messages: [{ role: "user", content: `Hi ${i}` }], maxTokens: 8 });
         const timing = await timeStream({ url: server.url, model: "bench", messages: MESSAGES, maxTokens: TOKENS, extra: { seed: 1 } });
         rows.get(name)!.push(timing);
         console.log(`${threads} threads, round ${round + 1} ${name}: TTFT ${timing.timeToFirstTokenMs.toFixed(1)} ms, ${timing.decodeTokensPerSecond.toFixed(2)} tok/s (${timing.completionTokens} tokens)`);
@@ -112,11 +114,13 @@ async function main(): Promise<void> {
     `Measured ${new Date().toISOString()} on ${os.cpus()[0]?.model ?? "?"} (${os.cpus().length} cores), Node ${process.version}.`,
     `Model: ${model.label}. Context 4096, one request at a time, greedy`,
     `(temperature 0), max_tokens ${TOKENS}, streaming, measured at the client through HTTP. ${ROUNDS} rounds per thread count,`,
-    "alternating which server runs first; each server is started fresh per round, warmed with one 8-token request, and",
+    `alternating which server runs first; each server is started fresh per round, warmed with ${WARMUP} 8-token requests, and`,
     "alone on the machine while measured. Decode tokens/s counts the tokens after the first over the time from the first",
     "content chunk to the last; TTFT is from sending the request to the first content chunk.",
+    `llama-server renders the chat with its built-in \`${model.llamaServerTemplate}\` template, the format Parley uses for this model,`,
+    "so both decode from about the same prompt (the prompt tokens column gives each server's count).",
     "",
-    "Command: `" + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:single-stream` " + `(${model.suffix === "" ? "" : `BENCH_MODEL=${model.suffix.slice(1)} `}ROUNDS=${ROUNDS} TOKENS=${TOKENS} THREADS=${THREADS.join(",")})`,
+    "Command: `" + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:single-stream` " + `(${model.suffix === "" ? "" : `BENCH_MODEL=${model.suffix.slice(1)} `}ROUNDS=${ROUNDS} TOKENS=${TOKENS} WARMUP=${WARMUP} THREADS=${THREADS.join(",")})`,
     "",
     ...sections,
   ].join("\n");

@@ -16,11 +16,19 @@ export interface BenchModel {
   readonly label: string;
   /** For result file names: "" for the default model, else e.g. "-stories260K". */
   readonly suffix: string;
+  /**
+   * llama-server's built-in template that renders the benchmarks' chats as Parley renders them
+   * for this model (node-llama-cpp picks ChatML for Qwen2 and Llama 2's `[INST] <<SYS>>` format
+   * for stories260K, which has no template of its own). Both servers then decode from (nearly)
+   * the same prompt length: on stories260K a step's cost grows with the position (attention
+   * dominates a model this small), so a longer prompt on one side would skew the comparison.
+   */
+  readonly llamaServerTemplate: string;
 }
 
 export async function benchModel(name = process.env.BENCH_MODEL ?? "qwen2-0.5b"): Promise<BenchModel> {
   if (name === "stories260K") {
-    return { file: path.join(SHARED_MODELS, "stories260K.gguf"), label: "stories260K (real, 1.2 MB)", suffix: "-stories260K" };
+    return { file: path.join(SHARED_MODELS, "stories260K.gguf"), label: "stories260K (real, 1.2 MB)", suffix: "-stories260K", llamaServerTemplate: "llama2-sys" };
   }
   if (name !== "qwen2-0.5b") throw new Error(`BENCH_MODEL must be qwen2-0.5b or stories260K, got '${name}'`);
   const work = path.join(PROJECT_ROOT, "bench/.work");
@@ -30,5 +38,5 @@ export async function benchModel(name = process.env.BENCH_MODEL ?? "qwen2-0.5b")
     console.log(`writing ${file} (synthetic Qwen2-0.5B, q8_0)…`);
     await synthesizeModel({ architecture: "qwen2", shape: "0.5b", type: "q8_0", vocabularyPath: path.join(SHARED_MODELS, "ggml-vocab-qwen2.gguf"), outputPath: file });
   }
-  return { file, label: "synthetic Qwen2-0.5B q8_0", suffix: "" };
+  return { file, label: "synthetic Qwen2-0.5B q8_0", suffix: "", llamaServerTemplate: "chatml" };
 }

@@ -65,14 +65,17 @@ export interface EngineSettings {
   readonly threads: number;
   readonly contextSize: number;
   readonly parallel: number;
+  /** llama-server's built-in chat template (`--chat-template`); ChatML when omitted. */
+  readonly chatTemplate?: string | undefined;
 }
 
 export async function startLlamaServer(settings: EngineSettings): Promise<ServerProcess> {
   const port = await freePort();
-  // --no-jinja --chat-template chatml: llama-server's Jinja tool-call parser rejects random-weight output (tools/README.md).
+  // --no-jinja and a built-in template (ChatML unless the settings name one): llama-server's Jinja
+  // tool-call parser rejects random-weight output (tools/README.md).
   const args = [
     "-m", settings.model, "-t", String(settings.threads), "-c", String(settings.contextSize * settings.parallel),
-    "-np", String(settings.parallel), "--no-jinja", "--chat-template", "chatml", "--host", "127.0.0.1", "--port", String(port),
+    "-np", String(settings.parallel), "--no-jinja", "--chat-template", settings.chatTemplate ?? "chatml", "--host", "127.0.0.1", "--port", String(port),
     "--no-webui",
   ];
   return startServer("llama-server", path.join(TOOLS, "llama-server"), args, port);

@@ -6,6 +6,8 @@ export interface StreamTiming {
   /** Content deltas received (one per token on both servers measured). */
   readonly chunks: number;
   readonly completionTokens: number;
+  /** `usage.prompt_tokens` as the server counted it (NaN when it sent no usage). */
+  readonly promptTokens: number;
   /** Tokens after the first, over the time between the first and the last delta. */
   readonly decodeTokensPerSecond: number;
   readonly totalMs: number;
@@ -41,6 +43,7 @@ export async function timeStream(request: StreamRequest): Promise<StreamTiming> 
   let last = 0;
   let chunks = 0;
   let completionTokens = 0;
+  let promptTokens = Number.NaN;
   for await (const bytes of response.body) {
     buffer += decoder.decode(bytes, { stream: true });
     let boundary: number;
@@ -48,7 +51,7 @@ export async function timeStream(request: StreamRequest): Promise<StreamTiming> 
       const event = buffer.slice(0, boundary).replace(/^data: ?/, "");
       buffer = buffer.slice(boundary + 2);
       if (event === "[DONE]") continue;
-      const chunk = JSON.parse(event) as { choices?: Array<{ delta?: { content?: string | null } }>; usage?: { completion_tokens: number } };
+      const chunk = JSON.parse(event) as { choices?: Array<{ delta?: { content?: string | null } }>; usage?: { completion_tokens: number; prompt_tokens: number } };
       const content = chunk.choices?.[0]?.delta?.content;
       if (typeof content === "string" && content.length > 0) {
         const now = performance.now();
@@ -56,7 +59,10 @@ export async function timeStream(request: StreamRequest): Promise<StreamTiming> 
         last = now;
         chunks += 1;
       }
-      if (chunk.usage !== undefined && chunk.usage !== null) completionTokens = chunk.usage.completion_tokens;
+      if (chunk.usage !== undefined && chunk.usage !== null) {
+        completionTokens = chunk.usage.completion_tokens;
+        promptTokens = chunk.usage.prompt_tokens;
+      }
     }
   }
   const decodeTokens = Math.max(completionTokens, chunks) - 1;
@@ -64,6 +70,7 @@ export async function timeStream(request: StreamRequest): Promise<StreamTiming> 
     timeToFirstTokenMs: first - started,
     chunks,
     completionTokens,
+    promptTokens,
     decodeTokensPerSecond: decodeTokens > 0 && last > first ? (decodeTokens * 1000) / (last - first) : Number.NaN,
     totalMs: performance.now() - started,
   };
