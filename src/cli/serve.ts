@@ -125,6 +125,7 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     threads,
     parallel,
     threadpool: config.engine.threadpool,
+    nativeLoop: config.engine.nativeLoop,
     cacheDir: config.cacheDir,
     tunable,
     onMeasuring: (cacheFile) =>
@@ -142,8 +143,9 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   if (tuning.active) {
     const measured = kernels.calibration?.measurements.map((each) => ({
       cpuKernels: each.loaded,
-      prefillMs: Number(each.prefillMs.toFixed(2)),
-      stepMs: Number(each.stepMs.toFixed(2)),
+      // Microseconds: a tiny model's steps differ by a few of them between variants.
+      prefillMs: Number(each.prefillMs.toFixed(3)),
+      stepMs: Number(each.stepMs.toFixed(3)),
     }));
     log.info(
       { threadpool: tuning.threadpool, nativeLoop: tuning.nativeLoop, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason, measured },

@@ -15,7 +15,7 @@ import {
 
 const cpu = (flags: string): CpuInfo => ({ vendor: "AuthenticAMD", flags: new Set(flags.split(" ")) });
 const ZEN5 = cpu("avx avx2 fma f16c bmi2 avx512f avx_vnni");
-const measurement = (loaded: string | null, prefillMs: number, stepMs: number): Measurement => ({ requested: loaded, loaded, threads: 2, prefillMs, stepMs });
+const measurement = (loaded: string | null, prefillMs: number, stepMs: number): Measurement => ({ requested: loaded, loaded, threads: 2, prefillMs, stepMs, loop: "native" });
 
 test("candidates: ggml's choice first, then the AVX2-class variants this CPU runs", () => {
   assert.deepEqual(candidateVariants(ZEN5), [null, "haswell", "alderlake"]);
@@ -42,18 +42,19 @@ test("the cheapest variant wins, for the measured Qwen2-0.5B trade-off on both s
   assert.equal(pickVariant([], 1), undefined);
 });
 
-test("the cache key changes with the model file, threads, parallel, the threadpool and the engine", () => {
+test("the cache key changes with the model file, threads, parallel, the threadpool, the decode loop and the engine", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "parley-key-"));
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1, threadpool: true };
+    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1, threadpool: true, nativeLoop: true };
     const key = cacheKey(base);
     assert.equal(cacheKey(base), key);
     assert.notEqual(cacheKey({ ...base, parallel: 4 }), key);
     assert.notEqual(cacheKey({ ...base, threads: 2 }), key);
     assert.notEqual(cacheKey({ ...base, engineVersion: "3.22.0" }), key);
     assert.notEqual(cacheKey({ ...base, threadpool: false }), key);
+    assert.notEqual(cacheKey({ ...base, nativeLoop: false }), key);
     utimesSync(modelPath, new Date(), new Date(Date.now() + 10_000));
     assert.notEqual(cacheKey(base), key, "a rewritten model file is measured again");
   } finally {
@@ -66,7 +67,7 @@ test("resolve: a named variant and ggml are taken as given, a cached choice is r
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, threadpool: true, cacheDir: dir, tunable: true };
+    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, threadpool: true, nativeLoop: true, cacheDir: dir, tunable: true };
     const measuring = () => assert.fail("nothing should be measured");
     assert.deepEqual(await resolveCpuKernels({ ...common, requested: "haswell", onMeasuring: measuring }), { variant: "haswell", reason: "--cpu-kernels" });
     assert.equal((await resolveCpuKernels({ ...common, requested: "ggml", onMeasuring: measuring })).variant, undefined);

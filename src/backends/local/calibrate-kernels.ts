@@ -6,35 +6,88 @@
  *
  * Loads the model with that variant and the tuning Parley serves with, then times a prompt of
  * PROMPT_TOKENS tokens (best of 2) and a decode step with `parallel` sequences, each sampling
- * its token greedily (median of STEPS steps after a warm-up). Prints one JSON line:
- * `{ "loaded": "haswell", "threads": 2, "prefillMs": 41.2, "stepMs": 47.9 }`.
+ * its token greedily (the median of STEPS steps after the prompts). Prints one JSON line:
+ * `{ "loaded": "haswell", "threads": 2, "prefillMs": 41.2, "stepMs": 47.9, "loop": "native" }`.
+ *
+ * It times the loop the server will decode with: Parley's native loop (one llama_decode and
+ * an argmax per sequence a step, in the addon's thread) unless `nativeLoop` is off or the
+ * addon is missing, else node-llama-cpp's `evaluate`, whose per-sequence sampling calls add a
+ * cost that does not depend on the kernels and so blur the ranking (on Qwen2-0.5B at
+ * --parallel 8 it picked `haswell`, which serves 4% slower there than `alderlake`).
  */
 import { pathToFileURL } from "node:url";
-import { LlamaLogLevel, type Token } from "node-llama-cpp";
+import { LlamaLogLevel, type LlamaContextSequence, type Token } from "node-llama-cpp";
 import { openEngine } from "./engine.js";
 import { PROMPT_TOKENS, type CalibrationRequest, type CalibrationResult } from "./kernel-calibration.js";
-import { tuningStatus } from "./llama-tuning.js";
+import { nativeLoopAddon, tuningStatus } from "./llama-tuning.js";
+import { createContextWithLoop, type NativeDecodeLoop } from "./native-decode-loop.js";
+import type { Sampling } from "./sequence-decoder.js";
 import { defaultThreads } from "./threads.js";
 
-const STEPS = 6;
+/** Decode steps timed; their median counts. */
+const STEPS = 16;
+
+const GREEDY: Sampling = { temperature: 0, topP: 1, seed: undefined, presencePenalty: 0, frequencyPenalty: 0 };
 
 const TEXT = "The keeper of the lighthouse climbed the stairs each evening and wrote down what the sea had brought. ";
 
+type Timings = Pick<CalibrationResult, "prefillMs" | "stepMs" | "loop">;
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
+
 async function measure(request: CalibrationRequest): Promise<CalibrationResult> {
-  const { llama, tuning } = await openEngine({ cpuKernels: request.variant ?? undefined, threadpool: request.threadpool, logLevel: LlamaLogLevel.error });
+  const { llama, tuning } = await openEngine({
+    cpuKernels: request.variant ?? undefined,
+    threadpool: request.threadpool,
+    nativeLoop: request.nativeLoop,
+    logLevel: LlamaLogLevel.error,
+  });
   const model = await llama.loadModel({ modelPath: request.modelPath });
   const threads = request.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
-  const context = await model.createContext({
-    contextSize: Math.min(PROMPT_TOKENS + STEPS + 16, model.trainContextSize),
-    sequences: request.parallel,
-    threads,
-  });
+  const { context, sequences, loop } = await createContextWithLoop(
+    nativeLoopAddon(),
+    () => model.createContext({ contextSize: Math.min(PROMPT_TOKENS + STEPS + 16, model.trainContextSize), sequences: request.parallel, threads }),
+    request.parallel,
+  );
   let text = TEXT;
   while (model.tokenize(text).length < PROMPT_TOKENS) text += TEXT;
   const prompt = model.tokenize(text).slice(0, PROMPT_TOKENS);
-  const sequences = Array.from({ length: request.parallel }, () => context.getSequence());
-  const first = sequences[0]!;
+  const timings = loop === undefined ? await timeEvaluate(sequences, prompt) : await timeNativeLoop(loop, sequences, prompt);
+  loop?.close();
+  const loaded = tuning.active ? tuningStatus().cpuKernelsLoaded : null;
+  await context.dispose();
+  await model.dispose();
+  return { loaded, threads, ...timings };
+}
 
+/** Two tokens of the prompt per sequence, different for each: a short prompt to decode after. */
+const opening = (prompt: readonly Token[], index: number): Token[] => [prompt[index % prompt.length]!, prompt[(index + 1) % prompt.length]!];
+
+async function timeNativeLoop(loop: NativeDecodeLoop, sequences: readonly LlamaContextSequence[], prompt: readonly Token[]): Promise<Timings> {
+  const first = sequences[0]!;
+  let prefillMs = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < 2; round++) {
+    const start = performance.now();
+    for await (const token of loop.tokens(first, prompt, 0, GREEDY, 1)) void token;
+    prefillMs = Math.min(prefillMs, performance.now() - start);
+  }
+  // Every sequence decodes from its own short prompt, one batch per step; the first sequence's
+  // tokens arrive once a step. Its first two may share a step with the others' prompts.
+  const arrivals: number[] = [];
+  await Promise.all(
+    sequences.map(async (sequence, index) => {
+      for await (const token of loop.tokens(sequence, opening(prompt, index), 0, GREEDY, STEPS + 3)) {
+        void token;
+        if (index === 0) arrivals.push(performance.now());
+      }
+    }),
+  );
+  const steps = arrivals.slice(3).map((at, index) => at - arrivals[index + 2]!);
+  return { prefillMs, stepMs: median(steps), loop: "native" };
+}
+
+async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: Token[]): Promise<Timings> {
+  const first = sequences[0]!;
   let prefillMs = Number.POSITIVE_INFINITY;
   for (let round = 0; round < 2; round++) {
     const start = performance.now();
@@ -43,9 +96,9 @@ async function measure(request: CalibrationRequest): Promise<CalibrationResult> 
     await first.clearHistory();
   }
 
-  // Every sequence decodes in lockstep, as Parley's decode loop does: one batch per step.
+  // Every sequence decodes in lockstep, as the library loop does: one batch per step.
   const next = { generateNext: { token: true, options: { temperature: 0 } } } as const;
-  let inputs = sequences.map((_, index) => [prompt[index % prompt.length]!, [prompt[(index + 1) % prompt.length]!, next]] as const);
+  let inputs = sequences.map((_, index) => [opening(prompt, index)[0]!, [opening(prompt, index)[1]!, next]] as const);
   const steps: number[] = [];
   for (let step = 0; step < STEPS + 1; step++) {
     const start = performance.now();
@@ -56,11 +109,7 @@ async function measure(request: CalibrationRequest): Promise<CalibrationResult> 
       return [[token, next]] as never;
     });
   }
-  steps.sort((a, b) => a - b);
-  const loaded = tuning.active ? tuningStatus().cpuKernelsLoaded : null;
-  await context.dispose();
-  await model.dispose();
-  return { loaded, threads, prefillMs, stepMs: steps[Math.floor(steps.length / 2)] ?? Number.NaN };
+  return { prefillMs, stepMs: median(steps), loop: "library" };
 }
 
 // Run as a program only (kernel-calibration.ts spawns it), never on import.

@@ -11,8 +11,8 @@
  * REFERENCE_PROMPT new prompt tokens and REFERENCE_COMPLETION completion tokens each.
  *
  * The result is cached in `<cache dir>/cpu-kernels.json`, keyed by the CPU, node-llama-cpp's
- * version, the model file (path, size, modification time), threads, parallel and whether the
- * threadpool is on; the first
+ * version, the model file (path, size, modification time), threads, parallel, whether the
+ * threadpool is on and which loop decodes (each changes the timings); the first
  * start of a model costs one model load and well under a second of work per candidate (a
  * 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
  * fixed rule of cpu-kernels.ts decides.
@@ -33,6 +33,8 @@ export interface CalibrationRequest {
   readonly threads: number | null;
   /** Whether the server runs with the persistent threadpool (it changes the timings). */
   readonly threadpool: boolean;
+  /** Whether it decodes with Parley's native loop (timed as it serves), else node-llama-cpp's `evaluate`. */
+  readonly nativeLoop: boolean;
 }
 
 /** What it prints. */
@@ -41,6 +43,8 @@ export interface CalibrationResult {
   readonly threads: number;
   readonly prefillMs: number;
   readonly stepMs: number;
+  /** The loop the steps were timed through. */
+  readonly loop: "native" | "library";
 }
 
 /** Tokens in the timed prompt; the reference workload scales it. */
@@ -102,6 +106,7 @@ export interface CalibrationKey {
   readonly threads: number | undefined;
   readonly parallel: number;
   readonly threadpool: boolean;
+  readonly nativeLoop: boolean;
 }
 
 export function cacheKey(key: CalibrationKey): string {
@@ -121,6 +126,9 @@ export function cacheKey(key: CalibrationKey): string {
     threads: key.threads ?? "default",
     parallel: key.parallel,
     threadpool: key.threadpool,
+    nativeLoop: key.nativeLoop,
+    // 2: steps timed through the loop that serves (calibrate-kernels.ts), not always `evaluate`.
+    method: 2,
   };
   return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
 }
@@ -202,6 +210,7 @@ export async function calibrate(options: CalibrateOptions): Promise<Calibration 
         parallel: options.parallel,
         threads: options.threads ?? null,
         threadpool: options.threadpool,
+        nativeLoop: options.nativeLoop,
       });
       // A forced variant this CPU cannot run falls back to ggml's choice: the same as `null`.
       if (measurement.loaded !== null && measurements.some((each) => each.loaded === measurement.loaded)) continue;
