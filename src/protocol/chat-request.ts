@@ -28,7 +28,7 @@ export interface ChatRequest {
   readonly stop: readonly string[];
   readonly stream: boolean;
   readonly includeUsage: boolean;
-  /** A uint32 sampling seed, or undefined for a fresh one per request. */
+  /** A sampling seed below 0xFFFFFFFF (llama.cpp's "random"), or undefined for a fresh one per request. */
   readonly seed: number | undefined;
 }
 
@@ -161,11 +161,16 @@ function readBoolean(body: Record<string, Json>, field: string, fallback: boolea
   return value;
 }
 
+/** How many seeds sample deterministically: every uint32 but llama.cpp's "random" 0xFFFFFFFF. */
+const SEED_VALUES = 2 ** 32 - 1;
+
 function readSeed(value: Json): number | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value)) throw wrongType("seed", "an integer", value);
-  // llama.cpp takes a uint32 seed; fold any safe integer into that range deterministically.
-  return ((value % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  // llama.cpp takes a uint32 seed and reads 0xFFFFFFFF as "pick a random one" (as do
+  // node-llama-cpp and llama-server, where -1 means random), so any safe integer is folded
+  // into 0 … 2^32 - 2: every seed a client sends, -1 included, samples the same way each time.
+  return ((value % SEED_VALUES) + SEED_VALUES) % SEED_VALUES;
 }
 
 /** Fields OpenAI defines that Parley does not implement yet, with the values that mean "off". */

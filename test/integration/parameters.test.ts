@@ -62,6 +62,15 @@ describe("defaults", () => {
     assert.equal(implicit.usage.completion_tokens, explicit.usage.completion_tokens);
   });
 
+  test("every seed repeats, -1 and 4294967295 included (llama.cpp reads 0xFFFFFFFF as 'pick one at random')", async () => {
+    for (const seed of [-1, 2 ** 32 - 1, 7]) {
+      const body = { model: "test-model", messages: [{ role: "user", content: "Tell me something." }], seed, temperature: 1, top_p: 1, max_tokens: 40 };
+      const first = await complete(parley, body);
+      const second = await complete(parley, body);
+      assert.equal(contentOf(second), contentOf(first), `seed ${seed}`);
+    }
+  });
+
   test("stream defaults to false: one JSON body", async () => {
     const response = await postChat(parley, chatBody());
     assert.equal(response.status, 200);

@@ -164,9 +164,13 @@ describe("features not implemented yet are refused, never ignored", () => {
 });
 
 describe("seed", () => {
-  test("folds any safe integer into uint32", () => {
+  test("folds any safe integer into a uint32 other than llama.cpp's 'random' 0xFFFFFFFF", () => {
     assert.equal(parse({ seed: 42 }).seed, 42);
-    assert.equal(parse({ seed: -1 }).seed, 2 ** 32 - 1);
-    assert.equal(parse({ seed: 2 ** 40 + 5 }).seed, 5);
+    assert.equal(parse({ seed: 0 }).seed, 0);
+    assert.equal(parse({ seed: 2 ** 32 - 2 }).seed, 2 ** 32 - 2);
+    assert.equal(parse({ seed: 2 ** 32 - 1 }).seed, 0);
+    assert.equal(parse({ seed: -1 }).seed, 2 ** 32 - 2);
+    assert.equal(parse({ seed: 2 ** 40 + 5 }).seed, 2 ** 8 + 5); // 2^32 ≡ 1 (mod 2^32 - 1)
+    assert.equal(parse({ seed: Number.MIN_SAFE_INTEGER }).seed! < 2 ** 32 - 1, true);
   });
 });
