@@ -98,7 +98,10 @@ async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: 
 
   // Every sequence decodes in lockstep, as the library loop does: one batch per step.
   const next = { generateNext: { token: true, options: { temperature: 0 } } } as const;
-  let inputs = sequences.map((_, index) => [opening(prompt, index)[0]!, [opening(prompt, index)[1]!, next]] as const);
+  let inputs = sequences.map((_, index) => {
+    const [token, then] = opening(prompt, index) as [Token, Token];
+    return [token, [then, next]] as const;
+  });
   const steps: number[] = [];
   for (let step = 0; step < STEPS + 1; step++) {
     const start = performance.now();
