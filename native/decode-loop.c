@@ -430,8 +430,13 @@ static void free_loop(struct decode_loop * loop) {
 static void close_loop(struct decode_loop * loop) {
     if (loop->closed) return;
     loop->closed = 1;
-    context_unbind_loop(loop->ctx, loop); /* first: see llama_free's hook */
+    /* Halt, then unbind. Bound, the loop is halted by a llama_free of its context on another
+     * thread (node-llama-cpp frees contexts on libuv's threadpool), which then waits for the
+     * step in progress. Unbound first, that llama_free would find no loop and free the context
+     * under the step. The hook halts under the registry lock, which unbinding takes: once
+     * unbound, no hook can still be using the loop, whose memory lives until finalize. */
     decode_loop_halt(loop);
+    context_unbind_loop(loop->ctx, loop);
     napi_release_threadsafe_function(loop->tsfn, napi_tsfn_abort);
 }
 

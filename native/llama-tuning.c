@@ -224,10 +224,11 @@ HOOK void llama_free(struct llama_context * ctx) {
         }
         link = &(*link)->next;
     }
-    /* A decode loop still running on this context stops first. Parley closes its loop before
-     * disposing a context; this covers every other way a context goes. Under the lock, so that
-     * the loop's owner cannot free it meanwhile (it unbinds first); the loop's thread never
-     * takes this lock. */
+    /* A decode loop still bound to this context stops first, its step in progress finished.
+     * Parley closes its loop before disposing a context; this covers every other way a context
+     * goes, a close racing this free included (a closing loop halts before it unbinds). Under
+     * the lock, so that the loop's owner cannot free it meanwhile (unbinding takes this lock);
+     * the loop's thread never takes it. */
     if (entry != NULL && entry->loop != NULL) decode_loop_halt(entry->loop);
     pthread_mutex_unlock(&lock);
     /* The context goes before its pool: once llama_free returns no graph can be using it. */

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, test } from "node:test";
 import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node-llama-cpp";
 import { DecodeLoop } from "../../src/backends/local/decode-loop.js";
-import { nativeLoopAddon, tuningStatus } from "../../src/backends/local/llama-tuning.js";
+import { nativeLoopAddon, tuningStatus, type NativeLoopAddon } from "../../src/backends/local/llama-tuning.js";
 import { createContextWithLoop } from "../../src/backends/local/native-decode-loop.js";
 import { MAX_AHEAD, type Sampling, type SequenceDecoder } from "../../src/backends/local/sequence-decoder.js";
 import { STORIES_260K } from "../helpers/models.js";
@@ -186,6 +186,29 @@ describe("the native decode loop's sampling and lifecycle", () => {
     } finally {
       small.loop.close();
       await small.context.dispose();
+    }
+  });
+
+  test("a loop that cannot open on its context leaves the context to evaluate, saying why", async () => {
+    // loopOpen refuses e.g. a batch smaller than the sequences (llama.cpp raises small batches
+    // to 64, so that takes dozens of sequences); here it is made to refuse outright.
+    const real = nativeLoopAddon()!;
+    const refusing = {
+      contextSerial: () => real.contextSerial(),
+      liveContexts: () => real.liveContexts(),
+      loopOpen: (): never => {
+        throw new Error("decode loop: refused for the test");
+      },
+    } as Partial<NativeLoopAddon> as NativeLoopAddon; // createContextWithLoop needs no more of it
+    const narrow = await createContextWithLoop(refusing, () => model.createContext({ contextSize: 256, sequences: 1, threads: 1 }), 1);
+    try {
+      assert.equal(narrow.loop, undefined);
+      assert.match(narrow.why ?? "", /the native loop could not open on this context: decode loop: refused for the test/);
+      const fallback = new DecodeLoop();
+      const tokens = await collect(fallback.tokens(narrow.sequences[0] as LlamaContextSequence, prompt(), 0, GREEDY, 8));
+      assert.equal(tokens.length, 8, "the context still decodes through evaluate");
+    } finally {
+      await narrow.context.dispose();
     }
   });
 
