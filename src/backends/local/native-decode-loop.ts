@@ -213,7 +213,12 @@ export async function createContextWithLoop(
     if (serial === undefined || created.length > 1) {
       return { context, sequences, loop: undefined, why: `expected one new llama.cpp context, found ${created.length}` };
     }
-    return { context, sequences, loop: new NativeDecodeLoop(addon, serial, sequences), why: null };
+    try {
+      return { context, sequences, loop: new NativeDecodeLoop(addon, serial, sequences), why: null };
+    } catch (error) {
+      // E.g. a batch smaller than the sequences: the context still serves, through `evaluate`.
+      return { context, sequences, loop: undefined, why: `the native loop could not open on this context: ${error instanceof Error ? error.message : String(error)}` };
+    }
   });
   creating = created.catch(() => undefined);
   return created;
