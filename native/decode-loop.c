@@ -346,8 +346,10 @@ static void * run(void * arg) {
     pthread_mutex_lock(&loop->mu);
     while (!loop->quit) {
         bool work = plan_step(loop);
+        /* Cancellations, now: a cancelled generation's END (its reader waits for it to reuse
+         * the sequence) does not wait for the step the others are about to take. */
+        post_events(loop);
         if (!work) {
-            post_events(loop); /* cancellations */
             pthread_cond_wait(&loop->wake, &loop->mu);
             continue;
         }
