@@ -54,6 +54,7 @@ static struct {
     llama_memory_t (*get_memory)(const struct llama_context *);
     bool (*memory_seq_rm)(llama_memory_t, llama_seq_id, llama_pos, llama_pos);
     llama_pos (*memory_seq_pos_min)(llama_memory_t, llama_seq_id);
+    llama_pos (*memory_seq_pos_max)(llama_memory_t, llama_seq_id);
     const struct llama_vocab * (*model_get_vocab)(const struct llama_model *);
     bool (*vocab_is_eog)(const struct llama_vocab *, llama_token);
     int32_t (*vocab_n_tokens)(const struct llama_vocab *);
@@ -87,6 +88,7 @@ static void resolve_api_once(void) {
     RESOLVE(get_memory, "llama_get_memory")
     RESOLVE(memory_seq_rm, "llama_memory_seq_rm")
     RESOLVE(memory_seq_pos_min, "llama_memory_seq_pos_min")
+    RESOLVE(memory_seq_pos_max, "llama_memory_seq_pos_max")
     RESOLVE(model_get_vocab, "llama_model_get_vocab")
     RESOLVE(vocab_is_eog, "llama_vocab_is_eog")
     RESOLVE(vocab_n_tokens, "llama_vocab_n_tokens")
@@ -203,9 +205,13 @@ static bool plan_step(struct decode_loop * loop) {
         if (slot->state == SLOT_STARTING) {
             /* Keep the reused prefix; drop whatever the last generation left after it. A
              * cache that cannot (a recurrent state, or a sliding window that already dropped
-             * early positions) starts over from the first token. */
+             * early positions), or that holds less than the caller counted on, starts over
+             * from the first token. */
             llama_pos keep = slot->keep;
-            if (keep > 0 && (api.memory_seq_pos_min(loop->memory, seq) > 0 || !api.memory_seq_rm(loop->memory, seq, keep, -1))) keep = 0;
+            if (keep > 0 &&
+                (api.memory_seq_pos_min(loop->memory, seq) > 0 || api.memory_seq_pos_max(loop->memory, seq) + 1 < keep ||
+                 !api.memory_seq_rm(loop->memory, seq, keep, -1)))
+                keep = 0;
             if (keep == 0) api.memory_seq_rm(loop->memory, seq, -1, -1);
             slot->n_past = keep;
             slot->prompt_done = keep;

@@ -172,6 +172,16 @@ describe("the native decode loop's sampling and lifecycle", () => {
     assert.equal(decoder.cachedTokens(seq(0)).length, prompt().length + 2);
   });
 
+  test("a prefix the cache does not hold is decoded anew, not trusted (the output is a cold start's)", async () => {
+    const cold = await collect(decoder.tokens(seq(1), prompt(), 0, GREEDY, 12));
+    // Leave a shorter prompt in the sequence's cache, then claim a reused prefix longer than
+    // anything it holds (a caller's mistake: LocalBackend counts from cachedTokens).
+    await collect(decoder.tokens(seq(1), model.tokenize("Lily"), 0, GREEDY, 1));
+    const claimed = await collect(decoder.tokens(seq(1), prompt(), prompt().length - 1, GREEDY, 12));
+    assert.deepEqual(claimed, cold);
+    assert.deepEqual(decoder.cachedTokens(seq(1)).slice(0, prompt().length), prompt());
+  });
+
   // (Through the API a prompt never outgrows its sequence: LocalBackend.prepare refuses it.)
   test("a prompt too big for the KV cache fails with an error, and every sequence decodes normally afterwards", async () => {
     const small = await createContextWithLoop(nativeLoopAddon(), () => model.createContext({ contextSize: 128, sequences: 2, threads: 1 }), 2);
