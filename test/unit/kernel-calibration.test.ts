@@ -42,6 +42,20 @@ test("the cheapest variant wins, for the measured Qwen2-0.5B trade-off on both s
   assert.equal(pickVariant([], 1), undefined);
 });
 
+test("ggml's own choice is kept when it ties the cheapest within the measuring noise (3%)", () => {
+  const ggml = (loaded: string, prefillMs: number, stepMs: number): Measurement => ({ ...measurement(loaded, prefillMs, stepMs), requested: null });
+  // Qwen2-0.5B at --parallel 1 (native loop, 2 threads): zen4 costs 2.3% more than alderlake
+  // here, but over HTTP it decoded one stream 2.3% faster (55.78 against 54.50 tokens/s).
+  const one = [ggml("zen4", 193.0, 17.99), measurement("haswell", 232.2, 17.55), measurement("alderlake", 211.2, 17.4)];
+  assert.equal(pickVariant(one, 1), "zen4");
+  // At --parallel 8 alderlake's 15% lead is no tie.
+  const eight = [ggml("zen4", 193.8, 68.04), measurement("haswell", 225.1, 58.56), measurement("alderlake", 224.4, 57.09)];
+  assert.equal(pickVariant(eight, 8), "alderlake");
+  // A variant a hair cheaper does not displace ggml's choice; without a ggml measurement, the cheapest wins.
+  assert.equal(pickVariant([ggml("zen4", 100, 10), measurement("haswell", 99, 9.9)], 1), "zen4");
+  assert.equal(pickVariant([measurement("zen4", 100, 10), measurement("haswell", 99, 9.9)], 1), "haswell");
+});
+
 test("the cache key changes with the model file, threads, parallel, the threadpool, the decode loop and the engine", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "parley-key-"));
   try {

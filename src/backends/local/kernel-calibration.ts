@@ -89,14 +89,28 @@ export function referenceCost(measurement: Pick<Measurement, "prefillMs" | "step
   return parallel * measurement.prefillMs * (REFERENCE_PROMPT / PROMPT_TOKENS) + REFERENCE_COMPLETION * measurement.stepMs;
 }
 
-/** The cheapest measurement's variant; ties keep the earlier (ggml's choice comes first). */
+/**
+ * Costs this close to the cheapest are a tie: one variant's timings spread by 2–4% from one
+ * measuring child to the next on the machine these defaults were measured on (Qwen2-0.5B at
+ * --parallel 1, where `zen4` and `alderlake` decode alike and either could come out ahead).
+ */
+export const TIE_MARGIN = 0.03;
+
+/**
+ * The cheapest measurement's variant, except that ggml's own choice (the measurement that
+ * requested no variant) is kept when it ties the cheapest within TIE_MARGIN: Parley departs
+ * from it only for a clear win. Among the others, an exact tie keeps the earlier.
+ */
 export function pickVariant(measurements: readonly Measurement[], parallel: number): string | undefined {
+  const usable = measurements.filter((each) => each.loaded !== null && Number.isFinite(each.prefillMs) && Number.isFinite(each.stepMs));
   let best: Measurement | undefined;
-  for (const measurement of measurements) {
-    if (measurement.loaded === null || !Number.isFinite(measurement.prefillMs) || !Number.isFinite(measurement.stepMs)) continue;
+  for (const measurement of usable) {
     if (best === undefined || referenceCost(measurement, parallel) < referenceCost(best, parallel)) best = measurement;
   }
-  return best?.loaded ?? undefined;
+  if (best === undefined) return undefined;
+  const ggml = usable.find((each) => each.requested === null);
+  if (ggml !== undefined && referenceCost(ggml, parallel) <= referenceCost(best, parallel) * (1 + TIE_MARGIN)) return ggml.loaded ?? undefined;
+  return best.loaded ?? undefined;
 }
 
 export interface CalibrationKey {
@@ -127,8 +141,9 @@ export function cacheKey(key: CalibrationKey): string {
     parallel: key.parallel,
     threadpool: key.threadpool,
     nativeLoop: key.nativeLoop,
-    // 2: steps timed through the loop that serves (calibrate-kernels.ts), not always `evaluate`.
-    method: 2,
+    // 2: steps timed through the loop that serves (calibrate-kernels.ts), not always `evaluate`;
+    // 3: ggml's choice kept within TIE_MARGIN (pickVariant).
+    method: 3,
   };
   return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
 }
