@@ -13,7 +13,7 @@
  * The result is cached in `<cache dir>/cpu-kernels.json`, keyed by the CPU, node-llama-cpp's
  * version, the model file (path, size, modification time), threads, parallel, whether the
  * threadpool is on and which loop decodes (each changes the timings); the first
- * start of a model costs one model load and well under a second of work per candidate (a
+ * start of a model costs one model load and about a second of work per candidate (a
  * 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
  * fixed rule of cpu-kernels.ts decides.
  */
