@@ -36,8 +36,8 @@ if (scenario === "close-racing-free") {
   const tokens = loop.tokens(sequences[0]!, prompt, 0, greedy, 50);
   const first = tokens.next().catch(() => undefined); // starts the generation; close() ends it
   await sleep(20); // the loop is inside its first step
-  // Hold the only threadpool thread for a few hundred milliseconds: the dispose's llama_free
-  // then runs while close() below waits for the slow step.
+  // Hold the only threadpool thread for a few hundred milliseconds (well under the step): the
+  // dispose's llama_free then runs while close() below waits for the slow step.
   pbkdf2("parley", "salt", 300_000, 32, "sha256", () => undefined);
   const disposed = context.dispose();
   await sleep(30);
@@ -56,8 +56,8 @@ if (scenario === "close-racing-free") {
       if (received === 6) break;
     }
   })();
-  await cancelled.next(); // both are in the first step's batch; now the second step sleeps
-  await sleep(Number(stepMs) / 3); // well inside the second step
+  await cancelled.next(); // it has a token; the next step (both sequences) is under way
+  await sleep(Number(stepMs) / 3); // well inside that step
   const before = received;
   await cancelled.return?.();
   await tick(); // anything delivered with the END has been read by now
