@@ -107,14 +107,10 @@ async function main(): Promise<void> {
   const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]> }> = [];
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
-    const results = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
-    const promptTokens = new Map<string, number[]>([["llama-server", []], ["parley", []]]);
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
-    if (SECOND_ARM !== undefined) {
-      results.set(SECOND_ARM, []);
-      promptTokens.set(SECOND_ARM, []);
-      order.push([SECOND_ARM, (s) => startParley(s, ARM_FLAGS!.split(/\s+/))]);
-    }
+    if (SECOND_ARM !== undefined) order.push([SECOND_ARM, (s) => startParley(s, ARM_FLAGS!.split(/\s+/))]);
+    const results = new Map<string, number[]>(order.map(([name]) => [name, []]));
+    const promptTokens = new Map<string, number[]>(order.map(([name]) => [name, []]));
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
         const server = await start(settings);

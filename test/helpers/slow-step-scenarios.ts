@@ -16,6 +16,7 @@ import { setImmediate as tick, setTimeout as sleep } from "node:timers/promises"
 import { openEngine } from "../../src/backends/local/engine.js";
 import { nativeLoopAddon } from "../../src/backends/local/llama-tuning.js";
 import { createContextWithLoop } from "../../src/backends/local/native-decode-loop.js";
+import { GREEDY } from "../../src/backends/local/sequence-decoder.js";
 import { STORIES_260K } from "./models.js";
 
 const scenario = process.argv[2];
@@ -28,12 +29,11 @@ const { context, sequences, loop } = await createContextWithLoop(
   2,
 );
 if (loop === undefined) throw new Error("the native loop did not open");
-const greedy = { temperature: 0, topP: 1, seed: undefined, presencePenalty: 0, frequencyPenalty: 0 };
 const prompt = model.tokenize("Once upon a time");
 process.env.SLOW_DECODE_MS = stepMs; // read by the shim at every step from now on
 
 if (scenario === "close-racing-free") {
-  const tokens = loop.tokens(sequences[0]!, prompt, 0, greedy, 50);
+  const tokens = loop.tokens(sequences[0]!, prompt, 0, GREEDY, 50);
   const first = tokens.next().catch(() => undefined); // starts the generation; close() ends it
   await sleep(20); // the loop is inside its first step
   // Hold the only threadpool thread for a few hundred milliseconds (well under the step): the
@@ -46,8 +46,8 @@ if (scenario === "close-racing-free") {
   await first;
   console.log(JSON.stringify({ done: true }));
 } else if (scenario === "cancel-mid-step") {
-  const kept = loop.tokens(sequences[0]!, prompt, 0, greedy, 50);
-  const cancelled = loop.tokens(sequences[1]!, prompt, 0, greedy, 50);
+  const kept = loop.tokens(sequences[0]!, prompt, 0, GREEDY, 50);
+  const cancelled = loop.tokens(sequences[1]!, prompt, 0, GREEDY, 50);
   let received = 0;
   const reading = (async () => {
     for await (const token of kept) {

@@ -13,12 +13,11 @@ import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from "node
 import { DecodeLoop } from "../../src/backends/local/decode-loop.js";
 import { nativeLoopAddon, tuningStatus, type NativeLoopAddon } from "../../src/backends/local/llama-tuning.js";
 import { createContextWithLoop } from "../../src/backends/local/native-decode-loop.js";
-import { MAX_AHEAD, type Sampling, type SequenceDecoder } from "../../src/backends/local/sequence-decoder.js";
+import { GREEDY, MAX_AHEAD, type Sampling, type SequenceDecoder } from "../../src/backends/local/sequence-decoder.js";
 import { STORIES_260K } from "../helpers/models.js";
 import { testLlama } from "../helpers/parley.js";
 
 const PROMPTS = ["Once upon a time", "The little dog", "Lily liked to", "One day, a big"];
-const GREEDY: Sampling = { temperature: 0, topP: 1, seed: undefined, presencePenalty: 0, frequencyPenalty: 0 };
 
 async function collect(iterator: AsyncIterable<Token>, count = Infinity): Promise<Token[]> {
   const tokens: Token[] = [];

@@ -21,19 +21,29 @@ import { openEngine } from "./engine.js";
 import { PROMPT_TOKENS, type CalibrationRequest, type CalibrationResult } from "./kernel-calibration.js";
 import { nativeLoopAddon, tuningStatus } from "./llama-tuning.js";
 import { createContextWithLoop, type NativeDecodeLoop } from "./native-decode-loop.js";
-import type { Sampling } from "./sequence-decoder.js";
+import { GREEDY } from "./sequence-decoder.js";
 import { defaultThreads } from "./threads.js";
 
 /** Decode steps timed; their median counts. */
 const STEPS = 16;
-
-const GREEDY: Sampling = { temperature: 0, topP: 1, seed: undefined, presencePenalty: 0, frequencyPenalty: 0 };
 
 const TEXT = "The keeper of the lighthouse climbed the stairs each evening and wrote down what the sea had brought. ";
 
 type Timings = Pick<CalibrationResult, "prefillMs" | "stepMs" | "loop">;
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
+
+/** The fastest of two timed runs of `run`, in milliseconds; `reset` runs untimed after each. */
+async function fastestOfTwo(run: () => Promise<void>, reset?: () => Promise<void>): Promise<number> {
+  let fastest = Number.POSITIVE_INFINITY;
+  for (let round = 0; round < 2; round++) {
+    const start = performance.now();
+    await run();
+    fastest = Math.min(fastest, performance.now() - start);
+    await reset?.();
+  }
+  return fastest;
+}
 
 async function measure(request: CalibrationRequest): Promise<CalibrationResult> {
   const { llama, tuning } = await openEngine({
@@ -65,12 +75,9 @@ const opening = (prompt: readonly Token[], index: number): Token[] => [prompt[in
 
 async function timeNativeLoop(loop: NativeDecodeLoop, sequences: readonly LlamaContextSequence[], prompt: readonly Token[]): Promise<Timings> {
   const first = sequences[0]!;
-  let prefillMs = Number.POSITIVE_INFINITY;
-  for (let round = 0; round < 2; round++) {
-    const start = performance.now();
+  const prefillMs = await fastestOfTwo(async () => {
     for await (const token of loop.tokens(first, prompt, 0, GREEDY, 1)) void token;
-    prefillMs = Math.min(prefillMs, performance.now() - start);
-  }
+  });
   // Every sequence decodes from its own short prompt, one batch per step; the first sequence's
   // tokens arrive once a step. Its first two may share a step with the others' prompts.
   const arrivals: number[] = [];
@@ -88,13 +95,10 @@ async function timeNativeLoop(loop: NativeDecodeLoop, sequences: readonly LlamaC
 
 async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: Token[]): Promise<Timings> {
   const first = sequences[0]!;
-  let prefillMs = Number.POSITIVE_INFINITY;
-  for (let round = 0; round < 2; round++) {
-    const start = performance.now();
-    await first.controlledEvaluate(prompt);
-    prefillMs = Math.min(prefillMs, performance.now() - start);
-    await first.clearHistory();
-  }
+  const prefillMs = await fastestOfTwo(
+    async () => void (await first.controlledEvaluate(prompt)),
+    () => first.clearHistory(),
+  );
 
   // Every sequence decodes in lockstep, as the library loop does: one batch per step.
   const next = { generateNext: { token: true, options: { temperature: 0 } } } as const;

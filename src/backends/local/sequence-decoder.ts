@@ -11,6 +11,9 @@ import type { GenerationRequest } from "../backend.js";
 /** How a generation samples: the request's settings. */
 export type Sampling = Pick<GenerationRequest, "temperature" | "topP" | "seed" | "presencePenalty" | "frequencyPenalty">;
 
+/** Greedy decoding, no penalties: what the kernel measurement and the tests decode with. */
+export const GREEDY: Sampling = { temperature: 0, topP: 1, seed: undefined, presencePenalty: 0, frequencyPenalty: 0 };
+
 /** Penalties look back this many generated tokens, as llama.cpp's `penalty_last_n` does by default. */
 export const PENALTY_WINDOW = 64;
 
