@@ -22,7 +22,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROJECT_ROOT, TOOLS, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, TOOLS, parleyArm, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 import { benchModel } from "./lib/bench-model.js";
 
@@ -108,7 +108,7 @@ async function main(): Promise<void> {
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
-    if (SECOND_ARM !== undefined) order.push([SECOND_ARM, (s) => startParley(s, ARM_FLAGS!.split(/\s+/))]);
+    if (ARM_FLAGS !== undefined) order.push(parleyArm(ARM_FLAGS));
     const results = new Map<string, number[]>(order.map(([name]) => [name, []]));
     const promptTokens = new Map<string, number[]>(order.map(([name]) => [name, []]));
     for (let round = 0; round < ROUNDS; round++) {

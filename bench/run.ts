@@ -16,7 +16,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { PROJECT_ROOT, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, parleyArm, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { benchModel, type BenchModel } from "./lib/bench-model.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
@@ -62,7 +62,7 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
   const starters: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [
     ["llama-server", startLlamaServer],
     ["parley", (s) => startParley(s)],
-    ...(ARM_FLAGS === undefined ? [] : [[`parley ${ARM_FLAGS}`, (s: EngineSettings) => startParley(s, ARM_FLAGS.split(/\s+/))] as [string, (s: EngineSettings) => Promise<ServerProcess>]]),
+    ...(ARM_FLAGS === undefined ? [] : [parleyArm(ARM_FLAGS)]),
   ];
   const rows = new Map<string, StreamTiming[]>(starters.map(([name]) => [name, []]));
   for (let round = 0; round < ROUNDS; round++) {

@@ -91,3 +91,8 @@ export async function startParley(settings: EngineSettings, extraArgs: readonly 
   ];
   return startServer("parley", process.execPath, args, port);
 }
+
+/** A second Parley arm for side-by-side runs (the PARLEY_ARM knob): `parley serve` with these extra flags. */
+export function parleyArm(flags: string): [name: string, start: (settings: EngineSettings) => Promise<ServerProcess>] {
+  return [`parley ${flags}`, (settings) => startParley(settings, flags.split(/\s+/))];
+}
