@@ -170,13 +170,18 @@ struct decode_loop {
     int closed;
 };
 
-static void end_slot(struct decode_loop * loop, int32_t seq, int why) {
-    struct slot * slot = &loop->slots[seq];
-    loop->events[loop->n_events++] = (struct event) { seq, EV_END, why, slot->n_past };
+/* Frees what a generation's start gave its slot (its prompt and sampler chain). */
+static void release_slot(struct slot * slot) {
     if (slot->chain != NULL) api.sampler_free(slot->chain);
     free(slot->prompt);
     slot->chain = NULL;
     slot->prompt = NULL;
+}
+
+static void end_slot(struct decode_loop * loop, int32_t seq, int why) {
+    struct slot * slot = &loop->slots[seq];
+    loop->events[loop->n_events++] = (struct event) { seq, EV_END, why, slot->n_past };
+    release_slot(slot);
     slot->state = SLOT_FREE;
 }
 
@@ -421,10 +426,7 @@ static void call_js(napi_env env, napi_value callback, void * context, void * da
 }
 
 static void free_loop(struct decode_loop * loop) {
-    for (int32_t seq = 0; loop->slots != NULL && seq < loop->n_seq; seq++) {
-        if (loop->slots[seq].chain != NULL) api.sampler_free(loop->slots[seq].chain);
-        free(loop->slots[seq].prompt);
-    }
+    for (int32_t seq = 0; loop->slots != NULL && seq < loop->n_seq; seq++) release_slot(&loop->slots[seq]);
     if (loop->batch.token != NULL) api.batch_free(loop->batch);
     free(loop->slots);
     free(loop->events);
