@@ -45,7 +45,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int enabled = 0;             /* hooks do nothing until configure() */
 static atomic_int threadpool_enabled = 1;  /* attach a pool to each new context */
 static atomic_int poll_level = 0;          /* ggml's default is 50; 0 measured faster here (docs/engine.md) */
-static char cpu_kernels[64] = "";          /* "" = ggml's own choice */
+static char cpu_kernels[4096] = "";        /* "" = ggml's own choice; a variant name, or a library's path */
 static char last_error[256] = "";
 static long pools_attached = 0;
 static long pools_live = 0;
@@ -292,8 +292,14 @@ HOOK void ggml_backend_load_all_from_path(const char * dir) {
     pthread_mutex_unlock(&lock);
 
     if (active && wanted[0] != '\0' && dir != NULL) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, wanted);
+        /* A name ("haswell") is a prebuilt variant in `dir`; a path (it has a '/') is a backend
+         * built elsewhere: Parley's own, build/native/libggml-cpu-parley.so. */
+        char path[sizeof cpu_kernels + 64];
+        if (strchr(wanted, '/') != NULL) {
+            snprintf(path, sizeof path, "%s", wanted);
+        } else {
+            snprintf(path, sizeof path, "%s/libggml-cpu-%s.so", dir, wanted);
+        }
         load_t load = REAL(load_t, "ggml_backend_load");
         if (access(path, R_OK) != 0) {
             char message[256];
@@ -386,7 +392,7 @@ static napi_value stats(napi_env env, napi_callback_info info) {
     pthread_mutex_lock(&lock);
     long attached = pools_attached, live = pools_live;
     int poll = poll_level;
-    char requested[64], error[256];
+    char requested[sizeof cpu_kernels], error[256];
     memcpy(requested, cpu_kernels, sizeof requested);
     memcpy(error, last_error, sizeof error);
     pthread_mutex_unlock(&lock);

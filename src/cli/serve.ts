@@ -14,6 +14,7 @@ import { readCpuInfo } from "../backends/local/cpu-kernels.js";
 import { engineVersion, openEngine } from "../backends/local/engine.js";
 import { resolveCpuKernels } from "../backends/local/kernel-calibration.js";
 import { loadTuning, tuningStatus } from "../backends/local/llama-tuning.js";
+import { PARLEY_KERNELS, parleyKernels } from "../backends/local/parley-kernels.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
 import { ModelRegistry } from "../backends/registry.js";
 import { UpstreamBackend } from "../backends/upstream/upstream-backend.js";
@@ -126,12 +127,16 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     parallel,
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,
+    parleyKernels: parleyKernels().file === null ? null : (parleyKernels().stamp ?? "built"),
     cacheDir: config.cacheDir,
     tunable,
     onMeasuring: (cacheFile) =>
       log.info({ file: modelPath, parallel, cache: cacheFile }, "Measuring llama.cpp's CPU kernels on this model, once for these settings"),
     onFailure: (variant, error) => log.warn({ cpuKernels: variant ?? "ggml's choice", reason: error.message }, "A CPU kernel variant could not be measured"),
   });
+  if (kernels.variant === PARLEY_KERNELS && parleyKernels().file === null) {
+    log.warn({ reason: parleyKernels().reason }, "Parley's CPU kernels are not built here; llama.cpp's own are used (docs/engine.md)");
+  }
   const engine = await openEngine({
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,

@@ -21,6 +21,7 @@ test("candidates: ggml's choice first, then the AVX2-class variants this CPU run
   assert.deepEqual(candidateVariants(ZEN5), [null, "haswell", "alderlake"]);
   assert.deepEqual(candidateVariants(cpu("avx avx2 fma f16c bmi2")), [null, "haswell"]);
   assert.deepEqual(candidateVariants(cpu("sse4_2 avx")), [null]);
+  assert.deepEqual(candidateVariants(ZEN5, true), [null, "haswell", "alderlake", "parley"], "Parley's kernels where they were built");
 });
 
 test("the reference workload weighs prefill by parallel requests and decode by completion tokens", () => {
@@ -61,7 +62,7 @@ test("the cache key changes with the model file, threads, parallel, the threadpo
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1, threadpool: true, nativeLoop: true };
+    const base = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 1, threadpool: true, nativeLoop: true, parleyKernels: null };
     const key = cacheKey(base);
     assert.equal(cacheKey(base), key);
     assert.notEqual(cacheKey({ ...base, parallel: 4 }), key);
@@ -69,6 +70,8 @@ test("the cache key changes with the model file, threads, parallel, the threadpo
     assert.notEqual(cacheKey({ ...base, engineVersion: "3.22.0" }), key);
     assert.notEqual(cacheKey({ ...base, threadpool: false }), key);
     assert.notEqual(cacheKey({ ...base, nativeLoop: false }), key);
+    assert.notEqual(cacheKey({ ...base, parleyKernels: "stamp-a" }), key, "Parley's kernels, once built, are a new candidate");
+    assert.notEqual(cacheKey({ ...base, parleyKernels: "stamp-b" }), cacheKey({ ...base, parleyKernels: "stamp-a" }), "a rebuild is measured again");
     utimesSync(modelPath, new Date(), new Date(Date.now() + 10_000));
     assert.notEqual(cacheKey(base), key, "a rewritten model file is measured again");
   } finally {
@@ -81,7 +84,7 @@ test("resolve: a named variant and ggml are taken as given, a cached choice is r
   try {
     const modelPath = path.join(dir, "m.gguf");
     writeFileSync(modelPath, "GGUF");
-    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, threadpool: true, nativeLoop: true, cacheDir: dir, tunable: true };
+    const common = { cpu: ZEN5, engineVersion: "3.21.1", modelPath, threads: undefined, parallel: 2, threadpool: true, nativeLoop: true, parleyKernels: null, cacheDir: dir, tunable: true };
     const measuring = () => assert.fail("nothing should be measured");
     assert.deepEqual(await resolveCpuKernels({ ...common, requested: "haswell", onMeasuring: measuring }), { variant: "haswell", reason: "--cpu-kernels" });
     assert.equal((await resolveCpuKernels({ ...common, requested: "ggml", onMeasuring: measuring })).variant, undefined);

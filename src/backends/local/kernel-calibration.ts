@@ -12,7 +12,8 @@
  *
  * The result is cached in `<cache dir>/cpu-kernels.json`, keyed by the CPU, node-llama-cpp's
  * version, the model file (path, size, modification time), threads, parallel, whether the
- * threadpool is on and which loop decodes (each changes the timings); the first
+ * threadpool is on, which loop decodes and which build of Parley's own kernels is a candidate
+ * (each changes the timings); the first
  * start of a model costs one model load and about a second of work per candidate (a
  * 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
  * fixed rule of cpu-kernels.ts decides.
@@ -24,6 +25,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { avx2Variants, chooseCpuKernels, type CpuInfo } from "./cpu-kernels.js";
+import { PARLEY_KERNELS } from "./parley-kernels.js";
 
 /** What calibrate-kernels.ts is asked to measure (its one argument, as JSON). */
 export interface CalibrationRequest {
@@ -76,12 +78,12 @@ export interface Calibration {
 }
 
 /**
- * What to time: ggml's own choice, and the AVX2-class variants this CPU runs (the AVX-512
- * ones measured alike, see docs/engine.md). Duplicates collapse once the children report
- * what they loaded.
+ * What to time: ggml's own choice, the AVX2-class variants this CPU runs (the AVX-512
+ * ones measured alike, see docs/engine.md), and Parley's own build where it was built.
+ * Duplicates collapse once the children report what they loaded.
  */
-export function candidateVariants(cpu: CpuInfo): Array<string | null> {
-  return [null, ...avx2Variants(cpu)];
+export function candidateVariants(cpu: CpuInfo, parleyBuilt = false): Array<string | null> {
+  return [null, ...avx2Variants(cpu), ...(parleyBuilt ? [PARLEY_KERNELS] : [])];
 }
 
 /** Milliseconds to serve the reference workload with one measurement's speeds. */
@@ -121,6 +123,8 @@ export interface CalibrationKey {
   readonly parallel: number;
   readonly threadpool: boolean;
   readonly nativeLoop: boolean;
+  /** The stamp of Parley's own kernels (parley-kernels.ts), null where they were not built: a candidate only when built, and measured again when rebuilt. */
+  readonly parleyKernels: string | null;
 }
 
 export function cacheKey(key: CalibrationKey): string {
@@ -141,6 +145,7 @@ export function cacheKey(key: CalibrationKey): string {
     parallel: key.parallel,
     threadpool: key.threadpool,
     nativeLoop: key.nativeLoop,
+    parleyKernels: key.parleyKernels,
     // 2: steps timed through the loop that serves (calibrate-kernels.ts), not always `evaluate`;
     // 3: ggml's choice kept within TIE_MARGIN (pickVariant).
     method: 3,
@@ -217,7 +222,7 @@ export interface CalibrateOptions extends CalibrationKey {
 /** Measures every candidate (one child at a time: they would disturb each other) and caches the winner. */
 export async function calibrate(options: CalibrateOptions): Promise<Calibration | undefined> {
   const measurements: Measurement[] = [];
-  for (const variant of candidateVariants(options.cpu)) {
+  for (const variant of candidateVariants(options.cpu, options.parleyKernels !== null)) {
     try {
       const measurement = await runChild({
         variant,
@@ -270,7 +275,7 @@ export async function resolveCpuKernels(options: ResolveOptions): Promise<Kernel
   if (options.requested === "ggml") return { variant: undefined, reason: "ggml's choice (--cpu-kernels ggml)" };
   if (options.requested !== undefined) return { variant: options.requested, reason: "--cpu-kernels" };
   if (!options.tunable) return { variant: undefined, reason: "ggml's choice (the tuning addon is not loaded)" };
-  if (candidateVariants(options.cpu).length === 1) return { variant: undefined, reason: "ggml's choice (the only candidate on this CPU)" };
+  if (candidateVariants(options.cpu, options.parleyKernels !== null).length === 1) return { variant: undefined, reason: "ggml's choice (the only candidate on this CPU)" };
   const cacheFile = path.join(options.cacheDir, "cpu-kernels.json");
   const key = cacheKey(options);
   const cached = cachedCalibration(cacheFile, key);

@@ -12,13 +12,15 @@ import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { kernelsToLoad, parleyKernels, PARLEY_KERNELS } from "./parley-kernels.js";
 
 export interface TuningOptions {
   /** Attach a persistent threadpool to each context. Defaults to true. */
   readonly threadpool?: boolean | undefined;
   /**
-   * A CPU kernel variant of the prebuilt llama.cpp (`haswell`, `zen4`, `skylakex`, …), or
-   * undefined for ggml's own choice: the highest instruction set this CPU runs.
+   * A CPU kernel variant of the prebuilt llama.cpp (`haswell`, `zen4`, `skylakex`, …),
+   * `parley` for Parley's own build (parley-kernels.ts), or undefined for ggml's own choice:
+   * the highest instruction set this CPU runs.
    */
   readonly cpuKernels?: string | undefined;
   /** Decode local models with Parley's native loop, not node-llama-cpp's `evaluate`. Defaults to true. */
@@ -126,7 +128,7 @@ export function loadTuning(options: TuningOptions = {}): TuningStatus {
   }
   threadpool = options.threadpool ?? true;
   nativeLoop = options.nativeLoop ?? true;
-  addon?.configure({ threadpool, poll: POLL_LEVEL, cpuKernels: options.cpuKernels ?? null });
+  addon?.configure({ threadpool, poll: POLL_LEVEL, cpuKernels: kernelsToLoad(options.cpuKernels) ?? null });
   return tuningStatus();
 }
 
@@ -144,7 +146,10 @@ export function tuningStatus(): TuningStatus {
       lastError: null,
     };
   }
-  return { active: true, reason: null, threadpool, nativeLoop, ...addon.stats() };
+  const stats = addon.stats();
+  // The addon knows Parley's build by its path; report it by its name.
+  const requested = stats.cpuKernelsRequested !== null && stats.cpuKernelsRequested === parleyKernels().file ? PARLEY_KERNELS : stats.cpuKernelsRequested;
+  return { active: true, reason: null, threadpool, nativeLoop, ...stats, cpuKernelsRequested: requested };
 }
 
 /** The native decode loop's functions, or undefined where the addon is not loaded or the loop is turned off. */
