@@ -22,7 +22,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROJECT_ROOT, TOOLS, parleyArm, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, TOOLS, parleyArm, parleyKernelsOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 import { benchModel } from "./lib/bench-model.js";
 
@@ -102,19 +102,23 @@ async function main(): Promise<void> {
     batchedBench: number | null;
     /** Median usage.prompt_tokens of the measured streams. */
     promptTokens: { parley: number; llamaServer: number };
+    /** The CPU kernels Parley's `--cpu-kernels auto` loaded at this level. */
+    parleyKernels: string;
     rounds: Record<string, number[]>;
   }> = [];
-  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]> }> = [];
+  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]>; parleyKernels: string }> = [];
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
     if (ARM_FLAGS !== undefined) order.push(parleyArm(ARM_FLAGS));
     const results = new Map<string, number[]>(order.map(([name]) => [name, []]));
     const promptTokens = new Map<string, number[]>(order.map(([name]) => [name, []]));
+    let parleyKernels = "?";
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
         const server = await start(settings);
         try {
+          if (name === "parley") parleyKernels = await parleyKernelsOf(server);
           for (let i = 0; i < WARMUP; i++) await burst(server, streams);
           const measured: number[] = [];
           for (let i = 0; i < BURSTS; i++) {
@@ -129,12 +133,12 @@ async function main(): Promise<void> {
         }
       }
     }
-    measuredLevels.push({ streams, results, promptTokens });
+    measuredLevels.push({ streams, results, promptTokens, parleyKernels });
   }
   // The ceiling decodes from the prompt length Parley reported, at the same batch sizes.
   const parleyPromptTokens = Math.round(median(measuredLevels.flatMap((level) => level.promptTokens.get("parley")!)));
   const native = await batchedBench(model, parleyPromptTokens);
-  for (const { streams, results, promptTokens } of measuredLevels) {
+  for (const { streams, results, promptTokens, parleyKernels } of measuredLevels) {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
@@ -146,11 +150,12 @@ async function main(): Promise<void> {
       ...(second === undefined ? {} : { parleyArm: { flags: ARM_FLAGS!, tokensPerS: second } }),
       batchedBench: Number.isFinite(ceiling) ? ceiling : null,
       promptTokens: { parley: median(promptTokens.get("parley")!), llamaServer: median(promptTokens.get("llama-server")!) },
+      parleyKernels,
       rounds: Object.fromEntries(results),
     });
     const secondCells = second === undefined ? "" : ` ${second.toFixed(2)} | ${(second / server).toFixed(3)} | ${(second / ceiling).toFixed(3)} |`;
     const prompts = `${median(promptTokens.get("parley")!)} / ${median(promptTokens.get("llama-server")!)}`;
-    rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
+    rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} (${parleyKernels}) | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
   }
   const report = [
     "# Concurrent streams: aggregate decode tokens/s",
@@ -159,7 +164,8 @@ async function main(): Promise<void> {
     `${bench.label.charAt(0).toUpperCase()}${bench.label.slice(1)}, ${THREADS} threads for every engine, ${TOKENS} greedy tokens per stream, distinct prompts, streaming over HTTP;`,
     `each server started with --parallel N, warmed with ${WARMUP} bursts, then measured over ${BURSTS} (their median); medians of ${ROUNDS} rounds, alternating order.`,
     `llama-server renders the chats with its built-in \`${bench.llamaServerTemplate}\` template, the format Parley uses for this model (prompt tokens: Parley / llama-server).`,
-    `llama-batched-bench: \`-t ${THREADS} -npp ${parleyPromptTokens} -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling, from Parley's prompt length.`,
+    `llama-batched-bench: \`-t ${THREADS} -npp ${parleyPromptTokens} -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling of llama.cpp's own kernels, from Parley's prompt length.`,
+    "Parley's column names the CPU kernels its `--cpu-kernels auto` loaded (`parley`: Parley's own Q8_0 kernel, docs/engine.md; the others are llama.cpp's prebuilt variants).",
     ...(retriedBursts === 0 ? [] : [`${retriedBursts} burst(s) were run again after llama-server closed a kept-alive connection under them.`]),
     "",
     "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS} WARMUP=${WARMUP} BURSTS=${BURSTS})`,

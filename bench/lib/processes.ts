@@ -92,6 +92,12 @@ export async function startParley(settings: EngineSettings, extraArgs: readonly 
   return startServer("parley", process.execPath, args, port);
 }
 
+/** The CPU kernels a running Parley loaded (its `parley_engine_info` metric), or "?" where it does not say. */
+export async function parleyKernelsOf(server: ServerProcess): Promise<string> {
+  const text = await (await fetch(`${server.url}/metrics`)).text().catch(() => "");
+  return /^parley_engine_info\{cpu_kernels="([^"]*)"/m.exec(text)?.[1] ?? "?";
+}
+
 /** A second Parley arm for side-by-side runs (the PARLEY_ARM knob): `parley serve` with these extra flags. */
 export function parleyArm(flags: string): [name: string, start: (settings: EngineSettings) => Promise<ServerProcess>] {
   return [`parley ${flags}`, (settings) => startParley(settings, flags.split(/\s+/))];

@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import secureJson from "secure-json-parse";
 import type { AccessControl, Principal } from "../access/access-control.js";
 import type { ModelRegistry } from "../backends/registry.js";
+import { engineGauge } from "../backends/local/llama-tuning.js";
 import { upstreamGauges } from "../backends/upstream/upstream-backend.js";
 import { ApiError } from "../protocol/errors.js";
 import { acceptRequestId } from "../protocol/ids.js";
@@ -108,6 +109,7 @@ export function buildServer(options: ServerOptions): FastifyInstance {
     () => live.snapshot(),
     () => inFlight.size,
     () => upstreamGauges(options.registry),
+    engineGauge,
   );
   app.addHook("onResponse", async (request, reply) => {
     if (request.accounted) return;

@@ -2,8 +2,8 @@
  * Prometheus metrics (prom-client, on a registry of Parley's own): requests by route,
  * model and status; request duration, time to first token and inter-token latency;
  * prompt, completion and cached tokens; and, read at scrape time, queue depth, busy and
- * free sequences, in-flight requests, each model's load state, and each upstream server's
- * breaker state and traffic. Labels take only route patterns, served model names and
+ * free sequences, in-flight requests, each model's load state, how the embedded engine runs,
+ * and each upstream server's breaker state and traffic. Labels take only route patterns, served model names and
  * upstream positions, so their cardinality stays bounded.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
@@ -39,6 +39,14 @@ export interface UpstreamGaugeSource {
   readonly failures: number;
 }
 
+/** How the embedded llama.cpp engine runs, for `parley_engine_info` (llama-tuning.ts). */
+export interface EngineGaugeSource {
+  /** The CPU kernels loaded: a prebuilt variant's name, or `parley` for Parley's own build. */
+  readonly cpuKernels: string;
+  readonly decodeLoop: "native" | "library";
+  readonly threadpool: boolean;
+}
+
 const BREAKER_STATES = ["closed", "open", "half_open"] as const;
 
 const STATES: readonly BackendState[] = ["loading", "ready", "failed", "disposed"];
@@ -54,7 +62,12 @@ export class Metrics {
   readonly #interToken: Histogram<"model">;
   readonly #tokens: Counter<"model" | "kind">;
 
-  constructor(models: () => readonly ModelGaugeSource[], inFlight: () => number, upstreams: () => readonly UpstreamGaugeSource[] = () => []) {
+  constructor(
+    models: () => readonly ModelGaugeSource[],
+    inFlight: () => number,
+    upstreams: () => readonly UpstreamGaugeSource[] = () => [],
+    engine: () => EngineGaugeSource | null = () => null,
+  ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "parley_" });
     this.#requests = new Counter({ name: "parley_requests_total", help: "Requests answered, by route, model and HTTP status.", labelNames: ["route", "model", "status"], registers });
@@ -86,6 +99,10 @@ export class Metrics {
       for (const model of models()) for (const state of STATES) set({ model: model.id, state }, model.state === state ? 1 : 0);
     });
     gauge("parley_requests_in_flight", "Chat requests being served now (waiting or generating).", [], (set) => set({}, inFlight()));
+    gauge("parley_engine_info", "1, labelled with how the embedded llama.cpp engine runs: its CPU kernels, decode loop and threadpool. Absent before a local model loads, or without Parley's tuning addon.", ["cpu_kernels", "decode_loop", "threadpool"], (set) => {
+      const info = engine();
+      if (info !== null) set({ cpu_kernels: info.cpuKernels, decode_loop: info.decodeLoop, threadpool: String(info.threadpool) }, 1);
+    });
     gauge("parley_upstream_state", "1 for each upstream server's circuit-breaker state (closed: in rotation, open: ejected, half_open: due a trial).", ["model", "upstream", "state"], (set) => {
       for (const server of upstreams()) for (const state of BREAKER_STATES) set({ model: server.model, upstream: server.upstream, state }, server.state === state ? 1 : 0);
     });

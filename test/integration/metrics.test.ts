@@ -1,6 +1,7 @@
-/** `GET /metrics`: Prometheus text with request, latency, token, queue, sequence and model-state series. */
+/** `GET /metrics`: Prometheus text with request, latency, token, queue, sequence, model-state and engine series. */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { tuningStatus } from "../../src/backends/local/llama-tuning.js";
 import { STORIES_260K } from "../helpers/models.js";
 import { postChat, readEvents, startParley, type RunningParley } from "../helpers/parley.js";
 
@@ -45,6 +46,15 @@ test("counts requests, tokens and latencies; reads queue, sequences and model st
   assert.equal(value(text, 'parley_sequences{model="test-model",state="busy"}'), 0);
   assert.equal(value(text, 'parley_model_state{model="test-model",state="ready"}'), 1);
   assert.equal(value(text, 'parley_model_state{model="test-model",state="loading"}'), 0);
+  // How the engine runs: the kernels this process loaded, as the tuning addon reports them
+  // (no series where the addon could not be built).
+  const tuning = tuningStatus();
+  if (tuning.active && tuning.cpuKernelsLoaded !== null) {
+    const loop = tuning.nativeLoop ? "native" : "library";
+    assert.equal(value(text, `parley_engine_info{cpu_kernels="${tuning.cpuKernelsLoaded}",decode_loop="${loop}",threadpool="${tuning.threadpool}"}`), 1);
+  } else {
+    assert.doesNotMatch(text, /^parley_engine_info\{/m);
+  }
   assert.equal(value(text, "parley_requests_in_flight"), 0);
   assert.match(text, /^parley_process_resident_memory_bytes /m);
 });

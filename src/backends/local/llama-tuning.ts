@@ -156,3 +156,10 @@ export function tuningStatus(): TuningStatus {
 export function nativeLoopAddon(): NativeLoopAddon | undefined {
   return nativeLoop ? addon : undefined;
 }
+
+/** How the engine runs, for the `parley_engine_info` metric; null before its CPU kernels load, or without the addon. */
+export function engineGauge(): { cpuKernels: string; decodeLoop: "native" | "library"; threadpool: boolean } | null {
+  const status = tuningStatus();
+  if (!status.active || status.cpuKernelsLoaded === null) return null;
+  return { cpuKernels: status.cpuKernelsLoaded, decodeLoop: status.nativeLoop ? "native" : "library", threadpool: status.threadpool };
+}
