@@ -6,13 +6,14 @@
 // is one more CPU variant beside the prebuilt ones (`--cpu-kernels parley`, and a candidate of
 // `--cpu-kernels auto`); see docs/engine.md. Part of `npm run build`.
 //
-// It needs Linux on x86-64, a CPU with AVX-512 (F, BW, DQ, VL, VNNI, VBMI, BF16), CMake, a C and a C++
-// compiler, git and tar; about 25 s on 2 cores, then nothing until an input changes. Where
-// something is missing it says which in build/native/cpu-kernels.json, removes any library an
-// earlier build left, and Parley runs the prebuilt variants only.
+// It needs Linux on x86-64, a CPU with AVX-512 (F, CD, BW, DQ, VL, VNNI, VBMI, BF16), CMake,
+// a C and a C++ compiler, git and tar; about 25 s on 2 cores, then nothing until an input
+// changes (its sources, the bundle, the compilers or CMake). Where something is missing it
+// says which in build/native/cpu-kernels.json, removes any library an earlier build left, and
+// Parley runs the prebuilt variants only.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,12 +29,16 @@ const bundle = path.join(root, "node_modules", "node-llama-cpp", "llama", "gitRe
 // The instruction sets of the build: those of the prebuilt `zen4` variant (so that every other
 // kernel is the one that variant runs), which include what Parley's kernel needs.
 const CMAKE_ISA = ["AVX", "AVX2", "BMI2", "FMA", "F16C", "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"];
-const REQUIRED_FLAGS = ["avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512vbmi", "avx512_bf16"];
+// As /proc/cpuinfo spells them; ggml's backend score refuses the library on a CPU without any.
+const REQUIRED_FLAGS = ["avx2", "fma", "f16c", "bmi2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512vbmi", "avx512_bf16"];
 
 function finish(built, reason, stamp = null) {
   mkdirSync(out, { recursive: true });
   if (!built) rmSync(target, { force: true });
-  writeFileSync(statusFile, JSON.stringify({ built, reason: reason ?? null, stamp }, null, 2) + "\n");
+  // Replaced whole, so that a server starting meanwhile never reads half of it.
+  const temporary = `${statusFile}.${process.pid}.tmp`;
+  writeFileSync(temporary, JSON.stringify({ built, reason: reason ?? null, stamp }, null, 2) + "\n");
+  renameSync(temporary, statusFile);
   if (!built) console.warn(`parley: built without Parley's CPU kernels (${reason}); local models use llama.cpp's prebuilt ones.`);
   process.exit(0);
 }
@@ -51,20 +56,22 @@ try {
 }
 const missingFlags = REQUIRED_FLAGS.filter((flag) => !cpuFlags.has(flag));
 if (missingFlags.length > 0) finish(false, `this CPU lacks ${missingFlags.join(", ")}`);
-for (const [tool, args] of [["cmake", ["--version"]], [process.env.CXX || "c++", ["--version"]], [process.env.CC || "cc", ["--version"]], ["git", ["--version"]], ["tar", ["--version"]]]) {
+const toolVersions = [];
+for (const tool of ["cmake", process.env.CXX || "c++", process.env.CC || "cc", "git", "tar"]) {
   try {
-    run(tool, args);
+    toolVersions.push(String(run(tool, ["--version"])).split("\n")[0]);
   } catch {
     finish(false, `${tool} not found`);
   }
 }
 if (!existsSync(bundle)) finish(false, `node-llama-cpp's llama.cpp bundle is missing (${bundle})`);
 
-// Up to date? The library depends on the bundle, Parley's kernel files, the instruction sets
-// and this script.
+// Up to date? The library depends on the bundle, Parley's kernel files, the instruction sets,
+// the compilers and CMake, and this script.
 const stamp = createHash("sha256")
   .update(readFileSync(bundle))
   .update(JSON.stringify(CMAKE_ISA))
+  .update(JSON.stringify(toolVersions))
   .update(readFileSync(fileURLToPath(import.meta.url)))
   .update(kernelFiles.map((file) => readFileSync(path.join(kernelDir, file), "utf8")).join("\0"))
   .digest("hex");
@@ -76,8 +83,7 @@ try {
 }
 rmSync(target, { force: true });
 
-const work = path.join(os.tmpdir(), `parley-cpu-kernels-${process.pid}`);
-rmSync(work, { recursive: true, force: true });
+const work = mkdtempSync(path.join(os.tmpdir(), "parley-cpu-kernels-"));
 let failure = null;
 try {
   // llama.cpp's sources from the bundle (ggml's own CMake project wants files the bundle
@@ -94,12 +100,12 @@ try {
 
   // As node-llama-cpp builds its variants: a loadable backend module (GGML_BACKEND_DL), no
   // OpenMP (ggml's own threadpool), and an unversioned soname, so that the module binds to
-  // the libggml-base.so node-llama-cpp has already loaded.
+  // the libggml-base.so node-llama-cpp has already loaded. No RPATH: the build folder is gone.
   const build = path.join(work, "build");
   run("cmake", [
     "-S", source, "-B", build,
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DGGML_BACKEND_DL=ON", "-DGGML_NATIVE=OFF",
-    "-DGGML_OPENMP=OFF", "-DGGML_LLAMAFILE=ON", "-DCMAKE_PLATFORM_NO_VERSIONED_SONAME=ON", "-DLLAMA_CURL=OFF",
+    "-DGGML_OPENMP=OFF", "-DGGML_LLAMAFILE=ON", "-DCMAKE_PLATFORM_NO_VERSIONED_SONAME=ON", "-DCMAKE_SKIP_RPATH=ON", "-DLLAMA_CURL=OFF",
     "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TOOLS=OFF",
     ...CMAKE_ISA.map((isa) => `-DGGML_${isa}=ON`),
   ]);

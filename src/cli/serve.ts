@@ -52,7 +52,7 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
-    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (measured on the model once, then cached), ggml (ggml's own choice), or a variant such as haswell, alderlake, zen4 (see docs/engine.md)", "auto")
+    .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (measured on the model once, then cached), ggml (ggml's own choice), a prebuilt variant such as haswell, alderlake, zen4, or parley (Parley's own build, where it was built; see docs/engine.md)", "auto")
     .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
     .option("--no-native-loop", "decode through node-llama-cpp's evaluate instead of Parley's native loop (for comparison; slower)")
     .option("--drain-timeout <seconds>", "on SIGTERM, how long in-flight requests may finish before they are stopped (default 30)")

@@ -167,7 +167,7 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
 function cpuKernels(value: string | undefined): string | undefined {
   if (value === undefined || value === "auto") return undefined;
   if (!/^[a-z0-9_]{1,32}$/.test(value)) {
-    throw new ConfigError(`--cpu-kernels must be 'auto', 'ggml' or a variant name such as haswell, zen4 or skylakex; got '${value}'.`);
+    throw new ConfigError(`--cpu-kernels must be 'auto', 'ggml' or a variant name such as haswell, zen4, skylakex or parley; got '${value}'.`);
   }
   return value;
 }

@@ -8,6 +8,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { BackendState } from "../backends/backend.js";
+import type { EngineInfo } from "../backends/local/llama-tuning.js";
 
 export interface ModelGaugeSource {
   readonly id: string;
@@ -39,14 +40,6 @@ export interface UpstreamGaugeSource {
   readonly failures: number;
 }
 
-/** How the embedded llama.cpp engine runs, for `parley_engine_info` (llama-tuning.ts). */
-export interface EngineGaugeSource {
-  /** The CPU kernels loaded: a prebuilt variant's name, or `parley` for Parley's own build. */
-  readonly cpuKernels: string;
-  readonly decodeLoop: "native" | "library";
-  readonly threadpool: boolean;
-}
-
 const BREAKER_STATES = ["closed", "open", "half_open"] as const;
 
 const STATES: readonly BackendState[] = ["loading", "ready", "failed", "disposed"];
@@ -66,7 +59,7 @@ export class Metrics {
     models: () => readonly ModelGaugeSource[],
     inFlight: () => number,
     upstreams: () => readonly UpstreamGaugeSource[] = () => [],
-    engine: () => EngineGaugeSource | null = () => null,
+    engine: () => EngineInfo | null = () => null,
   ) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: "parley_" });

@@ -23,7 +23,7 @@ const CHILD = path.join(ROOT, "test/helpers/greedy-tokens-child.ts");
 
 // What the kernel needs (q8_0-gemm.inc), and what the build needs besides (build-cpu-kernels.mjs).
 const KERNEL_FLAGS = ["f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"];
-const BUILD_FLAGS = [...KERNEL_FLAGS, "avx2", "fma", "bmi2", "avx512vbmi", "avx512_bf16"];
+const BUILD_FLAGS = [...KERNEL_FLAGS, "avx2", "fma", "bmi2", "avx512cd", "avx512vbmi", "avx512_bf16"];
 const cpu = readCpuInfo();
 const lacking = (flags: readonly string[]): string[] => flags.filter((flag) => !cpu.flags.has(flag));
 
@@ -52,7 +52,7 @@ test("Parley's Q8_0 kernel matches a plain reference on every path", async (t) =
 });
 
 test("npm run build made Parley's kernels wherever this machine can", (t) => {
-  const missing = [...lacking(BUILD_FLAGS).map((flag) => `CPU flag ${flag}`), ...["cmake", cxx].filter((tool) => !has(tool))];
+  const missing = [...lacking(BUILD_FLAGS).map((flag) => `CPU flag ${flag}`), ...["cmake", cxx, process.env.CC || "cc", "git", "tar"].filter((tool) => !has(tool))];
   if (missing.length > 0) return t.skip(`cannot be built here: no ${missing.join(", ")}`);
   assert.equal(parleyKernels().reason, null);
   assert.notEqual(parleyKernels().file, null);

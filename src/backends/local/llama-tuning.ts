@@ -157,9 +157,25 @@ export function nativeLoopAddon(): NativeLoopAddon | undefined {
   return nativeLoop ? addon : undefined;
 }
 
-/** How the engine runs, for the `parley_engine_info` metric; null before its CPU kernels load, or without the addon. */
-export function engineGauge(): { cpuKernels: string; decodeLoop: "native" | "library"; threadpool: boolean } | null {
+/** How the engine runs, for the `parley_engine_info` metric. */
+export interface EngineInfo {
+  /** The CPU kernels loaded: a prebuilt variant's name, or `parley` for Parley's own build. */
+  readonly cpuKernels: string;
+  readonly decodeLoop: "native" | "library";
+  readonly threadpool: boolean;
+}
+
+let engineInfo: EngineInfo | undefined;
+
+/**
+ * How the engine runs, for the `parley_engine_info` metric; null before its CPU kernels load,
+ * or without the addon. Fixed once the kernels load, so read once: the addon finds the loaded
+ * variant by looking symbols up in every loaded library, too much for every scrape.
+ */
+export function engineGauge(): EngineInfo | null {
+  if (engineInfo !== undefined) return engineInfo;
   const status = tuningStatus();
   if (!status.active || status.cpuKernelsLoaded === null) return null;
-  return { cpuKernels: status.cpuKernelsLoaded, decodeLoop: status.nativeLoop ? "native" : "library", threadpool: status.threadpool };
+  engineInfo = { cpuKernels: status.cpuKernelsLoaded, decodeLoop: status.nativeLoop ? "native" : "library", threadpool: status.threadpool };
+  return engineInfo;
 }
