@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Builds Parley's CPU kernels: ggml's CPU backend from the exact llama.cpp release that
 // node-llama-cpp bundles (its llama/gitRelease.bundle), with llama.cpp's llamafile/sgemm.cpp
-// wrapped by native/ggml-cpu/sgemm.cpp so that Q8_0 matrix products run Parley's AVX-512
-// VNNI kernel (native/ggml-cpu/q8_0-gemm.inc). The result, build/native/libggml-cpu-parley.so,
+// wrapped by native/ggml-cpu/sgemm.cpp so that Q8_0 and Q5_0 matrix products run Parley's
+// AVX-512 VNNI kernel (native/ggml-cpu/q8_0-gemm.inc). The result, build/native/libggml-cpu-parley.so,
 // is one more CPU variant beside the prebuilt ones (`--cpu-kernels parley`, and a candidate of
 // `--cpu-kernels auto`); see docs/engine.md. Part of `npm run build`.
 //

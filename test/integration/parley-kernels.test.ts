@@ -1,6 +1,6 @@
 /**
- * Parley's own CPU kernels (native/ggml-cpu/, scripts/build-cpu-kernels.mjs): the Q8_0 kernel
- * against a plain reference, the build present wherever this machine can make it, and a
+ * Parley's own CPU kernels (native/ggml-cpu/, scripts/build-cpu-kernels.mjs): the kernel, for
+ * Q8_0 and Q5_0 weights, against a plain reference, the build present wherever this machine can make it, and a
  * Q8_0 model decoding the same greedy tokens with Parley's build as with llama.cpp's own
  * kernels (every sequence in one batch, so the products see several columns).
  */
@@ -37,7 +37,7 @@ function has(command: string): boolean {
 }
 const cxx = process.env.CXX || "c++";
 
-test("Parley's Q8_0 kernel matches a plain reference on every path", async (t) => {
+test("Parley's Q8_0 and Q5_0 kernel matches a plain reference on every path", async (t) => {
   if (lacking(KERNEL_FLAGS).length > 0) return t.skip(`this CPU lacks ${lacking(KERNEL_FLAGS).join(", ")}`);
   if (!has(cxx)) return t.skip(`no C++ compiler (${cxx})`);
   const dir = mkdtempSync(path.join(os.tmpdir(), "parley-q8-check-"));
@@ -71,9 +71,11 @@ test("a Q8_0 model decodes the same greedy tokens with Parley's kernels as with 
     return JSON.parse(stdout.trim().split("\n").at(-1) ?? "") as { loaded: string | null; tokens: number[][] };
   };
   const parley = await decode("parley");
-  const ggml = await decode(null);
+  // An explicit variant, not ggml's choice: kernels that add in another order may break a near-tie
+  // differently (zen4 and alderlake do on a 0.5B model); zen4 runs wherever Parley's build does.
+  const ggml = await decode("zen4");
   assert.equal(parley.loaded, "parley");
-  assert.notEqual(ggml.loaded, "parley");
+  assert.equal(ggml.loaded, "zen4");
   assert.equal(parley.tokens.length, request.prompts.length);
   for (const tokens of parley.tokens) assert.equal(tokens.length, request.tokens);
   assert.deepEqual(parley.tokens, ggml.tokens);

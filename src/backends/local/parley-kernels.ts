@@ -1,6 +1,6 @@
 /**
  * Parley's own build of ggml's CPU backend (`--cpu-kernels parley`): llama.cpp's, from the
- * release node-llama-cpp bundles, with Parley's AVX-512 VNNI kernel for Q8_0 matrix products
+ * release node-llama-cpp bundles, with Parley's AVX-512 VNNI kernel for Q8_0 and Q5_0 weights
  * (native/ggml-cpu/, built by scripts/build-cpu-kernels.mjs into build/native/; measured in
  * docs/engine.md). The build records in build/native/cpu-kernels.json whether it built and,
  * when it did not, why (no AVX-512 VNNI, no CMake, …); then only the prebuilt variants exist.
