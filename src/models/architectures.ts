@@ -1,8 +1,13 @@
 import { GgmlType, GgufError, GgufValueType, countElements, type GgufMetadataValue } from "./gguf-format.js";
 
 /** Type of the 2-D weight matrices; norms and biases are always F32, as llama.cpp's converter writes them. */
-export type WeightType = "f16" | "q8_0";
-export const weightTypes: readonly WeightType[] = ["f16", "q8_0"];
+export type WeightType = "f16" | "q8_0" | "q5_0";
+export const weightTypes: readonly WeightType[] = ["f16", "q8_0", "q5_0"];
+
+/** The ggml type of a weight type's matrices. */
+export function weightGgmlType(type: WeightType): typeof GgmlType.F16 | typeof GgmlType.Q8_0 | typeof GgmlType.Q5_0 {
+  return type === "q8_0" ? GgmlType.Q8_0 : type === "q5_0" ? GgmlType.Q5_0 : GgmlType.F16;
+}
 
 export type TensorRole = "weight" | "norm" | "bias";
 
@@ -75,7 +80,7 @@ const qwen2: Architecture = {
     ];
   },
   tensors(shape, weightType, vocabularySize) {
-    const weight = weightType === "q8_0" ? GgmlType.Q8_0 : GgmlType.F16;
+    const weight = weightGgmlType(weightType);
     const embedding = shape.embeddingLength;
     const kvLength = (embedding / shape.headCount) * shape.headCountKv;
     const matrix = (name: string, columns: number, rows: number): PlannedTensor =>

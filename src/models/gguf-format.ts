@@ -37,6 +37,7 @@ export type GgufMetadata = ReadonlyMap<string, GgufMetadataValue>;
 export const GgmlType = {
   F32: 0,
   F16: 1,
+  Q5_0: 6,
   Q8_0: 8
 } as const;
 export type GgmlType = (typeof GgmlType)[keyof typeof GgmlType];
@@ -51,6 +52,8 @@ interface GgmlTypeLayout {
 const layouts: Readonly<Record<GgmlType, GgmlTypeLayout>> = {
   [GgmlType.F32]: { name: "F32", blockElements: 1, blockBytes: 4 },
   [GgmlType.F16]: { name: "F16", blockElements: 1, blockBytes: 2 },
+  // Q5_0: an f16 scale, the 32 quants' fifth bits (4 bytes), then their low nibbles (16 bytes).
+  [GgmlType.Q5_0]: { name: "Q5_0", blockElements: 32, blockBytes: 22 },
   // Q8_0: an f16 scale followed by 32 int8 quants.
   [GgmlType.Q8_0]: { name: "Q8_0", blockElements: 32, blockBytes: 34 }
 };

@@ -98,7 +98,7 @@ export class RandomWeightPool {
   readonly bytes: Buffer;
   readonly unitBytes: number;
 
-  constructor(readonly type: typeof GgmlType.F16 | typeof GgmlType.Q8_0, std: number, random: SeededRandom) {
+  constructor(readonly type: typeof GgmlType.F16 | typeof GgmlType.Q8_0 | typeof GgmlType.Q5_0, std: number, random: SeededRandom) {
     const layout = ggmlTypeLayout(type);
     this.unitBytes = layout.blockBytes;
     const units = Math.floor(POOL_BYTES / layout.blockBytes);
@@ -106,19 +106,41 @@ export class RandomWeightPool {
     if (type === GgmlType.F16) {
       for (let i = 0; i < units; i++)
         this.bytes.writeUInt16LE(float16Bits(random.nextGaussian(0, std)), i * 2);
-    } else {
-      const values = new Float64Array(32);
-      for (let block = 0; block < units; block++) {
-        let absMax = 0;
-        for (let i = 0; i < 32; i++) {
-          values[i] = random.nextGaussian(0, std);
-          absMax = Math.max(absMax, Math.abs(values[i]!));
+      return;
+    }
+    const values = new Float64Array(32);
+    for (let block = 0; block < units; block++) {
+      let absMax = 0;
+      let signedMax = 0;
+      for (let i = 0; i < 32; i++) {
+        values[i] = random.nextGaussian(0, std);
+        if (Math.abs(values[i]!) > absMax) {
+          absMax = Math.abs(values[i]!);
+          signedMax = values[i]!;
         }
+      }
+      const offset = block * layout.blockBytes;
+      if (type === GgmlType.Q8_0) {
         const scale = absMax / 127;
-        const offset = block * 34;
         this.bytes.writeUInt16LE(float16Bits(scale), offset);
         for (let i = 0; i < 32; i++)
           this.bytes.writeInt8(scale === 0 ? 0 : Math.round(values[i]! / scale), offset + 2 + i);
+      } else {
+        // As ggml's quantize_row_q5_0_ref: the largest value maps to -16, quants are 0..31 with
+        // 16 subtracted; value i's fifth bit is bit i of qh, its low four bits a nibble of qs
+        // (values 0-15 low nibbles, 16-31 high nibbles).
+        const scale = signedMax / -16;
+        const inverse = scale === 0 ? 0 : 1 / scale;
+        let fifthBits = 0;
+        this.bytes.writeUInt16LE(float16Bits(scale), offset);
+        for (let i = 0; i < 16; i++) {
+          const low = Math.min(31, Math.trunc(values[i]! * inverse + 16.5));
+          const high = Math.min(31, Math.trunc(values[i + 16]! * inverse + 16.5));
+          this.bytes.writeUInt8((low & 0x0f) | ((high & 0x0f) << 4), offset + 6 + i);
+          fifthBits |= ((low >> 4) & 1) << i;
+          fifthBits |= ((high >> 4) & 1) << (i + 16);
+        }
+        this.bytes.writeUInt32LE(fifthBits >>> 0, offset + 2);
       }
     }
   }

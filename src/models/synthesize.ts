@@ -4,6 +4,7 @@ import {
   countParameters,
   findArchitecture,
   findShape,
+  weightGgmlType,
   weightTypes,
   type PlannedTensor,
   type WeightType
@@ -82,8 +83,8 @@ export async function planSyntheticModel(options: SyntheticModelOptions): Promis
     ["general.description", string(`Synthetic model with random weights (seed ${seed}), written by Parley. Its output is gibberish.`)],
     ["general.size_label", string(shape.sizeLabel)],
     ...architecture.metadata(shape),
-    // llama_ftype: 1 = MOSTLY_F16, 7 = MOSTLY_Q8_0.
-    ["general.file_type", u32(type === "q8_0" ? 7 : 1)],
+    // llama_ftype: 1 = MOSTLY_F16, 7 = MOSTLY_Q8_0, 8 = MOSTLY_Q5_0.
+    ["general.file_type", u32(type === "q8_0" ? 7 : type === "q5_0" ? 8 : 1)],
     ["general.quantization_version", u32(2)],
     ["general.alignment", u32(GGUF_DEFAULT_ALIGNMENT)],
     ...vocabulary.metadata
@@ -113,7 +114,7 @@ export async function synthesizeModel(options: SynthesizeModelOptions): Promise<
     throw new GgufError(`cannot write ${options.outputPath}: it is a directory`);
   const plan = await planSyntheticModel(options);
   const random = new SeededRandom(plan.seed);
-  const pool = new RandomWeightPool(plan.type === "q8_0" ? GgmlType.Q8_0 : GgmlType.F16, WEIGHT_STD, random);
+  const pool = new RandomWeightPool(weightGgmlType(plan.type), WEIGHT_STD, random);
   const tensors: GgufTensorSource[] = plan.tensors.map((tensor) => ({
     ...tensor,
     fill: tensor.role === "weight"

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import type { WeightType } from "../../src/models/architectures.js";
 import { writeGguf } from "../../src/models/gguf-writer.js";
 import { planSyntheticModel, synthesizeModel } from "../../src/models/synthesize.js";
 
@@ -24,13 +25,14 @@ function scratchDir(): string {
   return scratch;
 }
 
-/** A tiny Qwen2 with random weights and the real Qwen2 tokenizer and ChatML template. */
-export function tinyQwen2(): Promise<string> {
-  let file = written.get("qwen2-tiny");
+/** A tiny Qwen2 with random weights (Q8_0 matrices unless asked) and the real Qwen2 tokenizer and ChatML template. */
+export function tinyQwen2(type: WeightType = "q8_0"): Promise<string> {
+  const key = `qwen2-tiny-${type}`;
+  let file = written.get(key);
   if (file === undefined) {
-    const outputPath = path.join(scratchDir(), "qwen2-tiny-q8_0.gguf");
-    file = synthesizeModel({ architecture: "qwen2", shape: "tiny", type: "q8_0", vocabularyPath: QWEN2_VOCAB, outputPath }).then(() => outputPath);
-    written.set("qwen2-tiny", file);
+    const outputPath = path.join(scratchDir(), `${key}.gguf`);
+    file = synthesizeModel({ architecture: "qwen2", shape: "tiny", type, vocabularyPath: QWEN2_VOCAB, outputPath }).then(() => outputPath);
+    written.set(key, file);
   }
   return file;
 }

@@ -75,6 +75,35 @@ test("Q8_0 pool blocks decode to small finite weights (std ~0.02)", () => {
   assert.ok(std > 0.018 && std < 0.022, `std ${std}`);
 });
 
+test("Q5_0 pool blocks decode, as ggml reads them, to small finite weights (std ~0.02)", () => {
+  const pool = new RandomWeightPool(GgmlType.Q5_0, 0.02, new SeededRandom(3));
+  assert.equal(pool.unitBytes, 22);
+  assert.equal(pool.bytes.length % 22, 0);
+  let squares = 0;
+  let count = 0;
+  let extremes = 0;
+  for (let offset = 0; offset < pool.bytes.length; offset += 22) {
+    const scale = float16Value(pool.bytes.readUInt16LE(offset));
+    assert.ok(Number.isFinite(scale) && scale !== 0);
+    const fifthBits = pool.bytes.readUInt32LE(offset + 2);
+    for (let i = 0; i < 32; i++) {
+      // ggml's dequantize_row_q5_0: values 0-15 from the low nibbles, 16-31 from the high ones.
+      const byte = pool.bytes.readUInt8(offset + 6 + (i % 16));
+      const nibble = i < 16 ? byte & 0x0f : byte >> 4;
+      const quant = (nibble | (((fifthBits >>> i) & 1) << 4)) - 16;
+      assert.ok(quant >= -16 && quant <= 15);
+      if (quant === -16) extremes++;
+      const weight = scale * quant;
+      squares += weight * weight;
+      count++;
+    }
+  }
+  const std = Math.sqrt(squares / count);
+  assert.ok(std > 0.018 && std < 0.022, `std ${std}`);
+  // Each block's largest value maps to -16, as ggml's quantizer does.
+  assert.ok(extremes >= pool.bytes.length / 22, `${extremes} quants of -16`);
+});
+
 test("F16 pool values are small and finite; fills copy whole elements reproducibly", () => {
   const pool = new RandomWeightPool(GgmlType.F16, 0.02, new SeededRandom(3));
   for (let offset = 0; offset < pool.bytes.length; offset += 2) {
