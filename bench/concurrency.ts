@@ -165,7 +165,7 @@ async function main(): Promise<void> {
     `each server started with --parallel N, warmed with ${WARMUP} bursts, then measured over ${BURSTS} (their median); medians of ${ROUNDS} rounds, alternating order.`,
     `llama-server renders the chats with its built-in \`${bench.llamaServerTemplate}\` template, the format Parley uses for this model (prompt tokens: Parley / llama-server).`,
     `llama-batched-bench: \`-t ${THREADS} -npp ${parleyPromptTokens} -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling of llama.cpp's own kernels, from Parley's prompt length.`,
-    "Parley's column names the CPU kernels its `--cpu-kernels auto` loaded (`parley`: Parley's own Q8_0 kernel, docs/engine.md; the others are llama.cpp's prebuilt variants).",
+    "Parley's column names the CPU kernels its `--cpu-kernels auto` loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md; the others are llama.cpp's prebuilt variants).",
     ...(retriedBursts === 0 ? [] : [`${retriedBursts} burst(s) were run again after llama-server closed a kept-alive connection under them.`]),
     "",
     "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS} WARMUP=${WARMUP} BURSTS=${BURSTS})`,

@@ -86,7 +86,7 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     path.join(RESULTS, `single-stream${bench.suffix}-${threads}t.json`),
     JSON.stringify({ settings: { ...settings, model: path.basename(model) }, rounds: ROUNDS, tokens: TOKENS, results: Object.fromEntries(rows) }, null, 2),
   );
-  // Parley's rows name the CPU kernels it loaded (`parley`: Parley's own Q8_0 kernel, docs/engine.md).
+  // Parley's rows name the CPU kernels it loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md).
   const table = summarize([...rows].map(([server, timings]) => ({ server: kernels.has(server) ? `${server} (${kernels.get(server)})` : server, timings })));
   const ratio = (pick: (t: StreamTiming) => number, arm = "parley"): number => median(rows.get(arm)!.map(pick)) / median(rows.get("llama-server")!.map(pick));
   const armLine =
