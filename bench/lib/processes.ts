@@ -94,7 +94,7 @@ export async function startParley(settings: EngineSettings, extraArgs: readonly 
 
 /** The CPU kernels a running Parley loaded (its `parley_engine_info` metric), or "?" where it does not say. */
 export async function parleyKernelsOf(server: ServerProcess): Promise<string> {
-  const text = await (await fetch(`${server.url}/metrics`)).text().catch(() => "");
+  const text = await fetch(`${server.url}/metrics`).then((response) => response.text()).catch(() => "");
   return /^parley_engine_info\{cpu_kernels="([^"]*)"/m.exec(text)?.[1] ?? "?";
 }
 
