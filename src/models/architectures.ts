@@ -4,9 +4,21 @@ import { GgmlType, GgufError, GgufValueType, countElements, type GgufMetadataVal
 export type WeightType = "f16" | "q8_0" | "q5_0";
 export const weightTypes: readonly WeightType[] = ["f16", "q8_0", "q5_0"];
 
+/** Each weight type's ggml tensor type, and the llama_ftype a file of it declares (`general.file_type`). */
+const WEIGHT_TYPE_CODES = {
+  f16: { ggml: GgmlType.F16, fileType: 1 }, // MOSTLY_F16
+  q8_0: { ggml: GgmlType.Q8_0, fileType: 7 }, // MOSTLY_Q8_0
+  q5_0: { ggml: GgmlType.Q5_0, fileType: 8 }, // MOSTLY_Q5_0
+} as const satisfies Record<WeightType, { ggml: GgmlType; fileType: number }>;
+
 /** The ggml type of a weight type's matrices. */
-export function weightGgmlType(type: WeightType): typeof GgmlType.F16 | typeof GgmlType.Q8_0 | typeof GgmlType.Q5_0 {
-  return type === "q8_0" ? GgmlType.Q8_0 : type === "q5_0" ? GgmlType.Q5_0 : GgmlType.F16;
+export function weightGgmlType(type: WeightType): (typeof WEIGHT_TYPE_CODES)[WeightType]["ggml"] {
+  return WEIGHT_TYPE_CODES[type].ggml;
+}
+
+/** The llama_ftype of a file whose matrices are of this type. */
+export function weightFileType(type: WeightType): number {
+  return WEIGHT_TYPE_CODES[type].fileType;
 }
 
 export type TensorRole = "weight" | "norm" | "bias";

@@ -4,6 +4,7 @@ import {
   countParameters,
   findArchitecture,
   findShape,
+  weightFileType,
   weightGgmlType,
   weightTypes,
   type PlannedTensor,
@@ -83,8 +84,7 @@ export async function planSyntheticModel(options: SyntheticModelOptions): Promis
     ["general.description", string(`Synthetic model with random weights (seed ${seed}), written by Parley. Its output is gibberish.`)],
     ["general.size_label", string(shape.sizeLabel)],
     ...architecture.metadata(shape),
-    // llama_ftype: 1 = MOSTLY_F16, 7 = MOSTLY_Q8_0, 8 = MOSTLY_Q5_0.
-    ["general.file_type", u32(type === "q8_0" ? 7 : type === "q5_0" ? 8 : 1)],
+    ["general.file_type", u32(weightFileType(type))],
     ["general.quantization_version", u32(2)],
     ["general.alignment", u32(GGUF_DEFAULT_ALIGNMENT)],
     ...vocabulary.metadata

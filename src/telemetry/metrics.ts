@@ -3,8 +3,9 @@
  * model and status; request duration, time to first token and inter-token latency;
  * prompt, completion and cached tokens; and, read at scrape time, queue depth, busy and
  * free sequences, in-flight requests, each model's load state, how the embedded engine runs,
- * and each upstream server's breaker state and traffic. Labels take only route patterns, served model names and
- * upstream positions, so their cardinality stays bounded.
+ * and each upstream server's breaker state and traffic. Labels take only route patterns,
+ * served model names, upstream positions and the engine's settings, so their cardinality
+ * stays bounded.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { BackendState } from "../backends/backend.js";

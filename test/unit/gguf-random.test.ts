@@ -56,49 +56,46 @@ test("SeededRandom is reproducible per seed and roughly standard normal", () => 
   }
 });
 
-test("Q8_0 pool blocks decode to small finite weights (std ~0.02)", () => {
-  const pool = new RandomWeightPool(GgmlType.Q8_0, 0.02, new SeededRandom(3));
-  assert.equal(pool.unitBytes, 34);
-  assert.equal(pool.bytes.length % 34, 0);
+/**
+ * The standard deviation of a block-quantized pool's weights: each block of `blockBytes` starts
+ * with an f16 scale that must pass `validScale`, and `quant(offset, i)` reads its value i as
+ * ggml does; the weight is their product.
+ */
+function decodedStd(pool: RandomWeightPool, blockBytes: number, validScale: (scale: number) => boolean, quant: (offset: number, i: number) => number): number {
+  assert.equal(pool.unitBytes, blockBytes);
+  assert.equal(pool.bytes.length % blockBytes, 0);
   let squares = 0;
   let count = 0;
-  for (let offset = 0; offset < pool.bytes.length; offset += 34) {
+  for (let offset = 0; offset < pool.bytes.length; offset += blockBytes) {
     const scale = float16Value(pool.bytes.readUInt16LE(offset));
-    assert.ok(Number.isFinite(scale) && scale > 0);
+    assert.ok(Number.isFinite(scale) && validScale(scale), `scale ${scale}`);
     for (let i = 0; i < 32; i++) {
-      const weight = scale * pool.bytes.readInt8(offset + 2 + i);
+      const weight = scale * quant(offset, i);
       squares += weight * weight;
       count++;
     }
   }
-  const std = Math.sqrt(squares / count);
+  return Math.sqrt(squares / count);
+}
+
+test("Q8_0 pool blocks decode to small finite weights (std ~0.02)", () => {
+  const pool = new RandomWeightPool(GgmlType.Q8_0, 0.02, new SeededRandom(3));
+  const std = decodedStd(pool, 34, (scale) => scale > 0, (offset, i) => pool.bytes.readInt8(offset + 2 + i));
   assert.ok(std > 0.018 && std < 0.022, `std ${std}`);
 });
 
 test("Q5_0 pool blocks decode, as ggml reads them, to small finite weights (std ~0.02)", () => {
   const pool = new RandomWeightPool(GgmlType.Q5_0, 0.02, new SeededRandom(3));
-  assert.equal(pool.unitBytes, 22);
-  assert.equal(pool.bytes.length % 22, 0);
-  let squares = 0;
-  let count = 0;
   let extremes = 0;
-  for (let offset = 0; offset < pool.bytes.length; offset += 22) {
-    const scale = float16Value(pool.bytes.readUInt16LE(offset));
-    assert.ok(Number.isFinite(scale) && scale !== 0);
-    const fifthBits = pool.bytes.readUInt32LE(offset + 2);
-    for (let i = 0; i < 32; i++) {
-      // ggml's dequantize_row_q5_0: values 0-15 from the low nibbles, 16-31 from the high ones.
-      const byte = pool.bytes.readUInt8(offset + 6 + (i % 16));
-      const nibble = i < 16 ? byte & 0x0f : byte >> 4;
-      const quant = (nibble | (((fifthBits >>> i) & 1) << 4)) - 16;
-      assert.ok(quant >= -16 && quant <= 15);
-      if (quant === -16) extremes++;
-      const weight = scale * quant;
-      squares += weight * weight;
-      count++;
-    }
-  }
-  const std = Math.sqrt(squares / count);
+  const std = decodedStd(pool, 22, (scale) => scale !== 0, (offset, i) => {
+    // ggml's dequantize_row_q5_0: values 0-15 from the low nibbles, 16-31 from the high ones.
+    const byte = pool.bytes.readUInt8(offset + 6 + (i % 16));
+    const nibble = i < 16 ? byte & 0x0f : byte >> 4;
+    const quant = (nibble | (((pool.bytes.readUInt32LE(offset + 2) >>> i) & 1) << 4)) - 16;
+    assert.ok(quant >= -16 && quant <= 15);
+    if (quant === -16) extremes++;
+    return quant;
+  });
   assert.ok(std > 0.018 && std < 0.022, `std ${std}`);
   // Each block's largest value maps to -16, as ggml's quantizer does.
   assert.ok(extremes >= pool.bytes.length / 22, `${extremes} quants of -16`);

@@ -14,8 +14,8 @@
  * version, the model file (path, size, modification time), threads, parallel, whether the
  * threadpool is on, which loop decodes and which build of Parley's own kernels is a candidate
  * (each changes the timings); the first start of a model costs one model load and about a
- * second of work per candidate (a 7B model: tens of seconds). A candidate that fails is skipped; when none succeeds, the
- * fixed rule of cpu-kernels.ts decides.
+ * second of work per candidate (a 7B model: tens of seconds). A candidate that fails is
+ * skipped; when none succeeds, the fixed rule of cpu-kernels.ts decides.
  */
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
