@@ -12,7 +12,8 @@ import type { AccessControl } from "../access/access-control.js";
 import { openAccess } from "../access/open-access.js";
 import { readCpuInfo } from "../backends/local/cpu-kernels.js";
 import { engineVersion, openEngine } from "../backends/local/engine.js";
-import { resolveCpuKernels } from "../backends/local/kernel-calibration.js";
+import { resolveFlashAttention, type FlashAttentionSetting } from "../backends/local/attention-calibration.js";
+import { resolveCpuKernels, type Measurement } from "../backends/local/kernel-calibration.js";
 import { loadTuning, tuningStatus } from "../backends/local/llama-tuning.js";
 import { PARLEY_KERNELS, parleyKernels } from "../backends/local/parley-kernels.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
@@ -52,6 +53,7 @@ export function registerServeCommand(program: Command): void {
     .option("--data-dir <dir>", "where the SQLite keys and usage database lives (default $PARLEY_HOME or ~/.local/share/parley)")
     .option("--database-url <url>", "PostgreSQL for keys and usage instead of SQLite (also DATABASE_URL)")
     .option("--redis-url <url>", "Redis for rate-limit counters shared by replicas (also REDIS_URL)")
+    .option("--flash-attention <mode>", "llama.cpp's flash attention: auto (measured on the model once against its plain attention path, then cached), on or off (see docs/engine.md)", "auto")
     .option("--cpu-kernels <variant>", "llama.cpp CPU kernels: auto (measured on the model once, then cached), ggml (ggml's own choice), a prebuilt variant such as haswell, alderlake, zen4, or parley (Parley's own build, where it was built; see docs/engine.md)", "auto")
     .option("--no-threadpool", "run llama.cpp without Parley's persistent threadpool (for comparison; slower)")
     .option("--no-native-loop", "decode through node-llama-cpp's evaluate instead of Parley's native loop (for comparison; slower)")
@@ -114,10 +116,20 @@ function warnTuning(log: Logger): void {
   lastTuningWarning = lastError;
 }
 
-/** Measures (or recalls) the CPU kernels for the first local model, then opens the engine. */
-async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<Llama> {
+/** The engine, and the flash attention setting of the local model it was measured on. */
+interface StartedEngine {
+  readonly llama: Llama;
+  readonly flashAttention: FlashAttentionSetting;
+}
+
+/**
+ * Measures (or recalls) the CPU kernels and the attention path for the first local model, then
+ * opens the engine.
+ */
+async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<StartedEngine> {
   const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
   const tunable = loadTuning({ threadpool: config.engine.threadpool, nativeLoop: config.engine.nativeLoop }).active;
+  const parleyKernelsStamp = parleyKernels().file === null ? null : (parleyKernels().stamp ?? "built");
   const kernels = await resolveCpuKernels({
     requested: config.engine.cpuKernels,
     cpu: readCpuInfo(),
@@ -127,7 +139,7 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     parallel,
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,
-    parleyKernels: parleyKernels().file === null ? null : (parleyKernels().stamp ?? "built"),
+    parleyKernels: parleyKernelsStamp,
     cacheDir: config.cacheDir,
     tunable,
     onMeasuring: (cacheFile) =>
@@ -137,6 +149,34 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   if (kernels.variant === PARLEY_KERNELS && parleyKernels().file === null) {
     log.warn({ reason: parleyKernels().reason }, "Parley's CPU kernels are not built here; llama.cpp's own are used (docs/engine.md)");
   }
+  // Timed with the kernels chosen above, in child processes, before this process loads anything.
+  const attention = await resolveFlashAttention({
+    requested: config.engine.flashAttention,
+    variant: kernels.variant,
+    cpu: readCpuInfo(),
+    engineVersion: engineVersion(),
+    modelPath,
+    threads,
+    parallel,
+    threadpool: config.engine.threadpool,
+    nativeLoop: config.engine.nativeLoop,
+    parleyKernels: parleyKernelsStamp,
+    cacheDir: config.cacheDir,
+    onMeasuring: (cacheFile) => log.info({ file: modelPath, parallel, cache: cacheFile }, "Measuring llama.cpp's two attention paths on this model, once for these settings"),
+  });
+  const timed = (measurement: Measurement): { stepMs: number; deepStepMs: number | undefined } => ({
+    stepMs: Number(measurement.stepMs.toFixed(3)),
+    deepStepMs: measurement.deepStepMs === undefined ? undefined : Number(measurement.deepStepMs.toFixed(3)),
+  });
+  log.info(
+    {
+      file: modelPath,
+      flashAttention: attention.flashAttention,
+      why: attention.reason,
+      ...(attention.calibration === undefined ? {} : { measured: { on: timed(attention.calibration.on), off: timed(attention.calibration.off) } }),
+    },
+    "llama.cpp attention path chosen",
+  );
   const engine = await openEngine({
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,
@@ -160,7 +200,7 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   } else {
     log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
   }
-  return engine.llama;
+  return { llama: engine.llama, flashAttention: attention.flashAttention };
 }
 
 export async function serve(config: ServeConfig): Promise<void> {
@@ -183,7 +223,8 @@ export async function serve(config: ServeConfig): Promise<void> {
   // needed) and loaded after the server listens, so /health can say they are loading.
   const registry = new ModelRegistry();
   const locals: Array<{ readonly backend: LocalBackend; readonly path: string }> = [];
-  let engine: Promise<Llama> | undefined;
+  let engine: Promise<StartedEngine> | undefined;
+  let measuredPath: string | undefined;
   for (const model of config.models) {
     if (model.backend === "upstream") {
       const backend = new UpstreamBackend(model);
@@ -200,9 +241,15 @@ export async function serve(config: ServeConfig): Promise<void> {
     }
     // One engine, one CPU kernel variant, for every local model: chosen on the first one,
     // after the server listens (measuring the kernels loads the model in child processes).
-    engine ??= startEngine(config, choice.path, model.threads, log);
+    if (engine === undefined) {
+      engine = startEngine(config, choice.path, model.threads, log);
+      measuredPath = choice.path;
+    }
+    // The attention path measured on the first model, forced by --flash-attention, or llama.cpp's choice.
+    const forced = config.engine.flashAttention === "auto" ? "auto" : config.engine.flashAttention === "on";
+    const flashAttention = choice.path === measuredPath ? engine.then((started) => started.flashAttention) : forced;
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
-    const backend = new LocalBackend(engine, {
+    const backend = new LocalBackend(engine.then((started) => started.llama), {
       id,
       modelPath: choice.path,
       threads: model.threads,
@@ -210,6 +257,7 @@ export async function serve(config: ServeConfig): Promise<void> {
       parallel: model.parallel,
       queueSize: model.queueSize,
       queueTimeoutMs: model.queueTimeoutMs,
+      flashAttention,
     });
     try {
       registry.add(backend, aliases);
@@ -244,7 +292,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     await app.close();
     await registry.dispose();
     await access.close();
-    await (await engine?.catch(() => undefined))?.dispose();
+    await (await engine?.catch(() => undefined))?.llama.dispose();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

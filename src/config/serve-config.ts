@@ -33,6 +33,9 @@ export interface ServeConfig {
   readonly engine: EngineConfig;
 }
 
+/** `--flash-attention`: measured per model (`auto`), or forced. */
+export type FlashAttentionMode = "auto" | "on" | "off";
+
 export interface EngineConfig {
   /** A persistent ggml threadpool per context (Parley's tuning addon). Defaults to true. */
   readonly threadpool: boolean;
@@ -43,6 +46,8 @@ export interface EngineConfig {
   readonly cpuKernels: string | undefined;
   /** Parley's native decode loop, not node-llama-cpp's `evaluate` (the addon's). Defaults to true. */
   readonly nativeLoop: boolean;
+  /** `--flash-attention`: `auto` (measured per model, attention-calibration.ts), `on` or `off`. */
+  readonly flashAttention: FlashAttentionMode;
 }
 
 /** Raw values as commander hands them over. */
@@ -65,6 +70,7 @@ export interface ServeFlags extends AccessFlags {
   cacheDir?: string;
   logLevel?: string;
   cpuKernels?: string;
+  flashAttention?: string;
   threadpool?: boolean;
   nativeLoop?: boolean;
 }
@@ -159,7 +165,12 @@ export function buildServeConfig(flags: ServeFlags, env: NodeJS.ProcessEnv = pro
     drainTimeoutMs: (integer("--drain-timeout", flags.drainTimeout, 0, 3600) ?? 30) * 1000,
     access: buildAccessConfig(flags, env),
     adminToken: adminToken(flags.adminToken ?? env.PARLEY_ADMIN_TOKEN),
-    engine: { threadpool: flags.threadpool ?? true, cpuKernels: cpuKernels(flags.cpuKernels), nativeLoop: flags.nativeLoop ?? true },
+    engine: {
+      threadpool: flags.threadpool ?? true,
+      cpuKernels: cpuKernels(flags.cpuKernels),
+      nativeLoop: flags.nativeLoop ?? true,
+      flashAttention: flashAttention(flags.flashAttention),
+    },
   };
 }
 
@@ -170,6 +181,16 @@ function cpuKernels(value: string | undefined): string | undefined {
     throw new ConfigError(`--cpu-kernels must be 'auto', 'ggml' or a variant name such as haswell, zen4, skylakex or parley; got '${value}'.`);
   }
   return value;
+}
+
+const FLASH_ATTENTION_MODES: readonly FlashAttentionMode[] = ["auto", "on", "off"];
+
+/** `--flash-attention`: `auto` (the default), `on` or `off`. */
+function flashAttention(value: string | undefined): FlashAttentionMode {
+  if (value === undefined) return "auto";
+  const mode = FLASH_ATTENTION_MODES.find((each) => each === value);
+  if (mode === undefined) throw new ConfigError(`--flash-attention must be 'auto', 'on' or 'off'; got '${value}'.`);
+  return mode;
 }
 
 /** Loopback addresses, where serving without API keys exposes nothing beyond this machine. */

@@ -20,7 +20,7 @@ export interface ModelLoad {
   readonly waiting: number;
   /** The engine's sequences; null for a backend without a local engine. */
   readonly sequences: { readonly total: number; readonly busy: number; readonly free: number } | null;
-  readonly engine: { readonly threads: number; readonly contextSize: number; readonly parallel: number } | null;
+  readonly engine: EngineSettings | null;
   readonly generatedTokens: number | null;
   readonly tokensPerSecond: number | null;
 }
@@ -32,9 +32,18 @@ export interface LiveLoadOptions {
   readonly windowMs?: number;
 }
 
+/** How a local model's engine context runs. */
+export interface EngineSettings {
+  readonly threads: number;
+  readonly contextSize: number;
+  readonly parallel: number;
+  /** llama.cpp's flash attention: on, off, or its own choice ("auto"). */
+  readonly flashAttention: boolean | "auto";
+}
+
 interface EngineView {
   readonly generatedTokens?: unknown;
-  readonly engine?: { readonly threads: number; readonly contextSize: number; readonly parallel: number } | undefined;
+  readonly engine?: EngineSettings | undefined;
   readonly failure?: unknown;
 }
 

@@ -17,6 +17,8 @@ export interface ModelGaugeSource {
   readonly running: number;
   readonly waiting: number;
   readonly sequences: { readonly busy: number; readonly free: number } | null;
+  /** A loaded local model's engine context; null elsewhere. */
+  readonly engine: { readonly flashAttention: boolean | "auto" } | null;
 }
 
 export interface ChatObservation {
@@ -91,6 +93,12 @@ export class Metrics {
     });
     gauge("parley_model_state", "1 for each model's current load state, 0 for the others.", ["model", "state"], (set) => {
       for (const model of models()) for (const state of STATES) set({ model: model.id, state }, model.state === state ? 1 : 0);
+    });
+    gauge("parley_model_attention_info", "1, labelled with the attention path each loaded local model's llama.cpp context was created with: flash_attention on, off, or auto (llama.cpp's own choice).", ["model", "flash_attention"], (set) => {
+      for (const model of models()) {
+        const setting = model.engine?.flashAttention;
+        if (setting !== undefined) set({ model: model.id, flash_attention: setting === "auto" ? "auto" : setting ? "on" : "off" }, 1);
+      }
     });
     gauge("parley_requests_in_flight", "Chat requests being served now (waiting or generating).", [], (set) => set({}, inFlight()));
     gauge("parley_engine_info", "1, labelled with how the embedded llama.cpp engine runs: its CPU kernels, decode loop and threadpool. Absent before a local model loads, or without Parley's tuning addon.", ["cpu_kernels", "decode_loop", "threadpool"], (set) => {

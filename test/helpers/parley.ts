@@ -69,6 +69,7 @@ export async function startParley(options: StartOptions): Promise<RunningParley>
     parallel: options.parallel,
     queueSize: options.queueSize,
     queueTimeoutMs: options.queueTimeoutMs,
+    flashAttention: options.flashAttention,
   });
   await backend.load();
   const registry = new ModelRegistry();

@@ -1,4 +1,4 @@
-/** `GET /metrics`: Prometheus text with request, latency, token, queue, sequence, model-state and engine series. */
+/** `GET /metrics`: Prometheus text with request, latency, token, queue, sequence, model-state, engine and attention series. */
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { tuningStatus } from "../../src/backends/local/llama-tuning.js";
@@ -7,7 +7,8 @@ import { postChat, readEvents, startParley, type RunningParley } from "../helper
 
 let parley: RunningParley;
 before(async () => {
-  parley = await startParley({ modelPath: STORIES_260K, parallel: 2 });
+  // Flash attention off, as `--flash-attention auto` chooses for this model (attention-calibration.ts).
+  parley = await startParley({ modelPath: STORIES_260K, parallel: 2, flashAttention: false });
 });
 after(() => parley.close());
 
@@ -55,6 +56,7 @@ test("counts requests, tokens and latencies; reads queue, sequences and model st
   } else {
     assert.doesNotMatch(text, /^parley_engine_info\{/m);
   }
+  assert.equal(value(text, 'parley_model_attention_info{model="test-model",flash_attention="off"}'), 1);
   assert.equal(value(text, "parley_requests_in_flight"), 0);
   assert.match(text, /^parley_process_resident_memory_bytes /m);
 });
@@ -62,7 +64,10 @@ test("counts requests, tokens and latencies; reads queue, sequences and model st
 test("/metrics needs no key even when keys are required", async () => {
   const keyed = await startParley({ modelPath: STORIES_260K, apiKeys: ["metrics-test-key"] });
   try {
-    assert.equal((await fetch(`${keyed.url}/metrics`)).status, 200);
+    const metrics = await fetch(`${keyed.url}/metrics`);
+    assert.equal(metrics.status, 200);
+    // Without a setting, llama.cpp's own choice.
+    assert.equal(value(await metrics.text(), 'parley_model_attention_info{model="test-model",flash_attention="auto"}'), 1);
     assert.equal((await fetch(`${keyed.url}/v1/models`)).status, 401);
   } finally {
     await keyed.close();

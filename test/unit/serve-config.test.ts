@@ -75,15 +75,23 @@ test("--config: the file's models replace the default model; a --model beside it
 });
 
 test("engine: the threadpool on and measured CPU kernels (auto) by default; a variant name is checked", () => {
-  assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined, nativeLoop: true });
+  assert.deepEqual(buildServeConfig({}, {}).engine, { threadpool: true, cpuKernels: undefined, nativeLoop: true, flashAttention: "auto" });
   assert.deepEqual(buildServeConfig({ cpuKernels: "auto", threadpool: false, nativeLoop: false }, {}).engine, {
     threadpool: false,
     cpuKernels: undefined,
     nativeLoop: false,
+    flashAttention: "auto",
   });
   assert.equal(buildServeConfig({ cpuKernels: "haswell" }, {}).engine.cpuKernels, "haswell");
   assert.equal(buildServeConfig({ cpuKernels: "ggml" }, {}).engine.cpuKernels, "ggml");
   for (const bad of ["../x", "Haswell", "", "zen 4", "a".repeat(33)]) {
     assert.throws(() => buildServeConfig({ cpuKernels: bad }, {}), /--cpu-kernels must be 'auto', 'ggml' or a variant name/, bad);
+  }
+});
+
+test("engine: flash attention measured (auto) by default, or forced on or off; anything else is named", () => {
+  for (const mode of ["auto", "on", "off"] as const) assert.equal(buildServeConfig({ flashAttention: mode }, {}).engine.flashAttention, mode);
+  for (const bad of ["true", "ON", "", "1"]) {
+    assert.throws(() => buildServeConfig({ flashAttention: bad }, {}), new RegExp(`--flash-attention must be 'auto', 'on' or 'off'; got '${bad}'`), bad);
   }
 });

@@ -7,7 +7,13 @@
  * Loads the model with that variant and the tuning Parley serves with, then times a prompt of
  * PROMPT_TOKENS tokens (best of 2) and a decode step with `parallel` sequences, each sampling
  * its token greedily (the median of STEPS steps after the prompts). Prints one JSON line:
- * `{ "loaded": "haswell", "threads": 2, "prefillMs": 41.2, "stepMs": 47.9, "loop": "native" }`.
+ * `{ "loaded": "haswell", "threads": 2, "prefillMs": 41.2, "stepMs": 47.9, "stepDepth": 12, "loop": "native" }`.
+ *
+ * `flashAttention` creates the context with llama.cpp's flash attention forced on or off
+ * (absent: llama.cpp's own choice). `deep` also times the steps after every sequence holds a
+ * PROMPT_TOKENS-token prompt (`deepStepMs` at `deepStepDepth`): attention's share of a step grows
+ * with the tokens a sequence holds, and how fast differs between the two attention paths
+ * (attention-calibration.ts).
  *
  * It times the loop the server will decode with: Parley's native loop (one llama_decode and
  * an argmax per sequence a step, in the addon's thread) unless `nativeLoop` is off or the
@@ -29,7 +35,19 @@ const STEPS = 16;
 
 const TEXT = "The keeper of the lighthouse climbed the stairs each evening and wrote down what the sea had brought. ";
 
-type Timings = Pick<CalibrationResult, "prefillMs" | "stepMs" | "loop">;
+type Timings = Pick<CalibrationResult, "prefillMs" | "stepMs" | "stepDepth" | "deepStepMs" | "deepStepDepth" | "loop">;
+
+/** Step times of every sequence decoding from prompts of one length, and the mean tokens a sequence held during them. */
+interface Steps {
+  readonly stepMs: number;
+  readonly depth: number;
+}
+
+/**
+ * The mean tokens a sequence holds during the timed steps after an `opening`-token prompt: the
+ * steps that follow the third token (the first ones may share a batch with other prompts).
+ */
+const meanDepth = (opening: number): number => opening + 2 + STEPS / 2;
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? Number.NaN;
 
@@ -56,13 +74,19 @@ async function measure(request: CalibrationRequest): Promise<CalibrationResult> 
   const threads = request.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
   const { context, sequences, loop } = await createContextWithLoop(
     nativeLoopAddon(),
-    () => model.createContext({ contextSize: Math.min(PROMPT_TOKENS + STEPS + 16, model.trainContextSize), sequences: request.parallel, threads }),
+    () =>
+      model.createContext({
+        contextSize: Math.min(PROMPT_TOKENS + STEPS + 16, model.trainContextSize),
+        sequences: request.parallel,
+        threads,
+        ...(request.flashAttention === undefined ? {} : { flashAttention: request.flashAttention }),
+      }),
     request.parallel,
   );
   let text = TEXT;
   while (model.tokenize(text).length < PROMPT_TOKENS) text += TEXT;
   const prompt = model.tokenize(text).slice(0, PROMPT_TOKENS);
-  const timings = loop === undefined ? await timeEvaluate(sequences, prompt) : await timeNativeLoop(loop, sequences, prompt);
+  const timings = loop === undefined ? await timeEvaluate(sequences, prompt, request.deep === true) : await timeNativeLoop(loop, sequences, prompt, request.deep === true);
   loop?.close();
   const loaded = tuning.active ? tuningStatus().cpuKernelsLoaded : null;
   await context.dispose();
@@ -70,30 +94,38 @@ async function measure(request: CalibrationRequest): Promise<CalibrationResult> 
   return { loaded, threads, ...timings };
 }
 
-/** Two tokens of the prompt per sequence, different for each: a short prompt to decode after. */
-const opening = (prompt: readonly Token[], index: number): Token[] => [prompt[index % prompt.length]!, prompt[(index + 1) % prompt.length]!];
+/** `length` tokens of the prompt for sequence `index`, rotated so that each sequence's differ: a prompt to decode after. */
+const opening = (prompt: readonly Token[], index: number, length = 2): Token[] =>
+  Array.from({ length }, (_, offset) => prompt[(index + offset) % prompt.length]!);
 
-async function timeNativeLoop(loop: NativeDecodeLoop, sequences: readonly LlamaContextSequence[], prompt: readonly Token[]): Promise<Timings> {
+async function timeNativeLoop(loop: NativeDecodeLoop, sequences: readonly LlamaContextSequence[], prompt: readonly Token[], deep: boolean): Promise<Timings> {
   const first = sequences[0]!;
   const prefillMs = await fastestOfTwo(async () => {
     for await (const token of loop.tokens(first, prompt, 0, GREEDY, 1)) void token;
   });
-  // Every sequence decodes from its own short prompt, one batch per step; the first sequence's
+  // Every sequence decodes from its own prompt, one batch per step; the first sequence's
   // tokens arrive once a step. Its first two may share a step with the others' prompts.
-  const arrivals: number[] = [];
-  await Promise.all(
-    sequences.map(async (sequence, index) => {
-      for await (const token of loop.tokens(sequence, opening(prompt, index), 0, GREEDY, STEPS + 3)) {
-        void token;
-        if (index === 0) arrivals.push(performance.now());
-      }
-    }),
-  );
-  const steps = arrivals.slice(3).map((at, index) => at - arrivals[index + 2]!);
-  return { prefillMs, stepMs: median(steps), loop: "native" };
+  const steps = async (length: number): Promise<Steps> => {
+    const arrivals: number[] = [];
+    await Promise.all(
+      sequences.map(async (sequence, index) => {
+        for await (const token of loop.tokens(sequence, opening(prompt, index, length), 0, GREEDY, STEPS + 3)) {
+          void token;
+          if (index === 0) arrivals.push(performance.now());
+        }
+      }),
+    );
+    return { stepMs: median(arrivals.slice(3).map((at, index) => at - arrivals[index + 2]!)), depth: meanDepth(length) };
+  };
+  return { prefillMs, ...withDepth(await steps(2), deep ? await steps(PROMPT_TOKENS) : undefined), loop: "native" };
 }
 
-async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: Token[]): Promise<Timings> {
+/** The shallow and (when timed) deep steps as the result reports them. */
+function withDepth(shallow: Steps, deep: Steps | undefined): Pick<Timings, "stepMs" | "stepDepth" | "deepStepMs" | "deepStepDepth"> {
+  return { stepMs: shallow.stepMs, stepDepth: shallow.depth, ...(deep === undefined ? {} : { deepStepMs: deep.stepMs, deepStepDepth: deep.depth }) };
+}
+
+async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: Token[], deep: boolean): Promise<Timings> {
   const first = sequences[0]!;
   const prefillMs = await fastestOfTwo(
     async () => void (await first.controlledEvaluate(prompt)),
@@ -102,21 +134,25 @@ async function timeEvaluate(sequences: readonly LlamaContextSequence[], prompt: 
 
   // Every sequence decodes in lockstep, as the library loop does: one batch per step.
   const next = { generateNext: { token: true, options: { temperature: 0 } } } as const;
-  let inputs = sequences.map((_, index) => {
-    const [token, then] = opening(prompt, index) as [Token, Token];
-    return [token, [then, next]] as const;
-  });
-  const steps: number[] = [];
-  for (let step = 0; step < STEPS + 1; step++) {
-    const start = performance.now();
-    const results = await Promise.all(sequences.map((sequence, index) => sequence.controlledEvaluate(inputs[index] as never)));
-    if (step > 0) steps.push(performance.now() - start); // the first step also evaluates the prompts
-    inputs = results.map((result) => {
-      const token = (result.at(-1) as { next?: { token?: Token | null } } | undefined)?.next?.token ?? prompt[0]!;
-      return [[token, next]] as never;
+  const steps = async (length: number): Promise<Steps> => {
+    await Promise.all(sequences.map((sequence) => sequence.clearHistory()));
+    let inputs = sequences.map((_, index) => {
+      const tokens = opening(prompt, index, length);
+      return [...tokens.slice(0, -1), [tokens.at(-1)!, next]] as const;
     });
-  }
-  return { prefillMs, stepMs: median(steps), loop: "library" };
+    const times: number[] = [];
+    for (let step = 0; step < STEPS + 1; step++) {
+      const start = performance.now();
+      const results = await Promise.all(sequences.map((sequence, index) => sequence.controlledEvaluate(inputs[index] as never)));
+      if (step > 0) times.push(performance.now() - start); // the first step also evaluates the prompts
+      inputs = results.map((result) => {
+        const token = (result.at(-1) as { next?: { token?: Token | null } } | undefined)?.next?.token ?? prompt[0]!;
+        return [[token, next]] as never;
+      });
+    }
+    return { stepMs: median(times), depth: meanDepth(length) };
+  };
+  return { prefillMs, ...withDepth(await steps(2), deep ? await steps(PROMPT_TOKENS) : undefined), loop: "library" };
 }
 
 // Run as a program only (kernel-calibration.ts spawns it), never on import.

@@ -36,6 +36,10 @@ export interface CalibrationRequest {
   readonly threadpool: boolean;
   /** Whether it decodes with Parley's native loop (timed as it serves), else node-llama-cpp's `evaluate`. */
   readonly nativeLoop: boolean;
+  /** Flash attention forced on or off; absent: llama.cpp's own choice. */
+  readonly flashAttention?: boolean;
+  /** Also time the steps after every sequence holds a PROMPT_TOKENS-token prompt. */
+  readonly deep?: boolean;
 }
 
 /** What it prints. */
@@ -44,6 +48,11 @@ export interface CalibrationResult {
   readonly threads: number;
   readonly prefillMs: number;
   readonly stepMs: number;
+  /** The mean tokens each sequence held during the steps of `stepMs`. */
+  readonly stepDepth?: number;
+  /** With `deep`: the step time when each sequence held `deepStepDepth` tokens on average. */
+  readonly deepStepMs?: number;
+  readonly deepStepDepth?: number;
   /** The loop the steps were timed through. */
   readonly loop: "native" | "library";
 }
@@ -85,9 +94,20 @@ export function candidateVariants(cpu: CpuInfo, parleyBuilt = false): Array<stri
   return [null, ...avx2Variants(cpu), ...(parleyBuilt ? [PARLEY_KERNELS] : [])];
 }
 
-/** Milliseconds to serve the reference workload with one measurement's speeds. */
-export function referenceCost(measurement: Pick<Measurement, "prefillMs" | "stepMs">, parallel: number): number {
-  return parallel * measurement.prefillMs * (REFERENCE_PROMPT / PROMPT_TOKENS) + REFERENCE_COMPLETION * measurement.stepMs;
+/**
+ * Milliseconds to serve the reference workload with one measurement's speeds. With steps timed
+ * at two depths, a step's cost is taken as linear in the tokens its sequences hold (attention
+ * reads them all) and summed over the reference turn's steps, which decode from
+ * REFERENCE_PROMPT to REFERENCE_PROMPT + REFERENCE_COMPLETION tokens; else every step costs `stepMs`.
+ */
+export function referenceCost(measurement: Pick<Measurement, "prefillMs" | "stepMs" | "stepDepth" | "deepStepMs" | "deepStepDepth">, parallel: number): number {
+  const { stepMs, stepDepth, deepStepMs, deepStepDepth } = measurement;
+  let step = stepMs;
+  if (stepDepth !== undefined && deepStepMs !== undefined && deepStepDepth !== undefined && deepStepDepth > stepDepth) {
+    const perToken = (deepStepMs - stepMs) / (deepStepDepth - stepDepth);
+    step = stepMs + perToken * (REFERENCE_PROMPT + REFERENCE_COMPLETION / 2 - stepDepth);
+  }
+  return parallel * measurement.prefillMs * (REFERENCE_PROMPT / PROMPT_TOKENS) + REFERENCE_COMPLETION * step;
 }
 
 /**
@@ -126,7 +146,8 @@ export interface CalibrationKey {
   readonly parleyKernels: string | null;
 }
 
-export function cacheKey(key: CalibrationKey): string {
+/** A hash of everything that changes the timings; `extra` distinguishes what else a cache entry depends on. */
+export function cacheKey(key: CalibrationKey, extra: Record<string, unknown> = {}): string {
   let model = { path: key.modelPath, size: 0, mtimeMs: 0 };
   try {
     const stat = statSync(key.modelPath);
@@ -148,18 +169,19 @@ export function cacheKey(key: CalibrationKey): string {
     // 2: steps timed through the loop that serves (calibrate-kernels.ts), not always `evaluate`;
     // 3: ggml's choice kept within TIE_MARGIN (pickVariant).
     method: 3,
+    ...extra,
   };
   return createHash("sha256").update(JSON.stringify(identity)).digest("hex");
 }
 
-interface CacheFile {
+interface CacheFile<Entry> {
   readonly version: 1;
-  readonly entries: Record<string, Calibration>;
+  readonly entries: Record<string, Entry>;
 }
 
-function readCache(file: string): CacheFile {
+function readCache<Entry>(file: string): CacheFile<Entry> {
   try {
-    const parsed = JSON.parse(readFileSync(file, "utf8")) as CacheFile;
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as CacheFile<Entry>;
     if (parsed.version === 1 && typeof parsed.entries === "object" && parsed.entries !== null) return parsed;
   } catch {
     // missing or unreadable: measure again
@@ -167,18 +189,19 @@ function readCache(file: string): CacheFile {
   return { version: 1, entries: {} };
 }
 
-function writeCache(file: string, key: string, calibration: Calibration): void {
-  const cache = readCache(file);
-  const next: CacheFile = { version: 1, entries: { ...cache.entries, [key]: calibration } };
+/** Adds one entry to a cache file of measurements, replacing the file whole (a rename). */
+export function writeCache<Entry>(file: string, key: string, entry: Entry): void {
+  const cache = readCache<Entry>(file);
+  const next: CacheFile<Entry> = { version: 1, entries: { ...cache.entries, [key]: entry } };
   mkdirSync(path.dirname(file), { recursive: true });
   const temporary = `${file}.${process.pid}.tmp`;
   writeFileSync(temporary, `${JSON.stringify(next, null, 2)}\n`);
   renameSync(temporary, file);
 }
 
-/** The cached calibration for `key`, if any. */
-export function cachedCalibration(cacheFile: string, key: string): Calibration | undefined {
-  return readCache(cacheFile).entries[key];
+/** The cached entry for `key`, if any. */
+export function cachedCalibration<Entry = Calibration>(cacheFile: string, key: string): Entry | undefined {
+  return readCache<Entry>(cacheFile).entries[key];
 }
 
 function childCommand(): { command: string; args: string[] } {
@@ -188,7 +211,8 @@ function childCommand(): { command: string; args: string[] } {
   return { command: process.execPath, args: [path.join(path.dirname(self), "calibrate-kernels.js")] };
 }
 
-function runChild(request: CalibrationRequest): Promise<Measurement> {
+/** Runs one measurement in a child process of its own (calibrate-kernels.ts). */
+export function runChild(request: CalibrationRequest): Promise<Measurement> {
   const { command, args } = childCommand();
   return new Promise((resolve, reject) => {
     // A server stopped while measuring takes its measuring child with it.

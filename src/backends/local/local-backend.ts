@@ -17,6 +17,7 @@ import type { Admission, Backend, BackendState, Generation, GenerationRequest, M
 import { DecodeLoop } from "./decode-loop.js";
 import { commonPrefixLength, generate } from "./generate.js";
 import { nativeLoopAddon, tuningStatus } from "./llama-tuning.js";
+import type { FlashAttentionSetting } from "./attention-calibration.js";
 import { createContextWithLoop } from "./native-decode-loop.js";
 import { renderPrompt } from "./render-prompt.js";
 import type { SequenceDecoder } from "./sequence-decoder.js";
@@ -37,6 +38,11 @@ export interface LocalModelOptions {
   readonly threads?: number | undefined;
   /** How long a request may wait for a sequence before a 503. Defaults to 120 s. */
   readonly queueTimeoutMs?: number | undefined;
+  /**
+   * llama.cpp's flash attention: on, off, or its own choice ("auto", the default). A promise
+   * while `parley serve` is still measuring it (attention-calibration.ts).
+   */
+  readonly flashAttention?: FlashAttentionSetting | Promise<FlashAttentionSetting> | undefined;
 }
 
 export const DEFAULT_QUEUE_TIMEOUT_MS = 120_000;
@@ -58,6 +64,8 @@ interface Loaded {
   readonly decoder: SequenceDecoder;
   /** Why the native loop is not used, or null when it is. */
   readonly whyLibraryLoop: string | null;
+  /** What the context was created with. */
+  readonly flashAttention: FlashAttentionSetting;
 }
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
@@ -99,14 +107,17 @@ export class LocalBackend implements Backend {
   }
 
   /** What the engine runs with, once loaded. */
-  get engine(): { threads: number; contextSize: number; parallel: number; decodeLoop: "native" | "library"; whyLibraryLoop?: string } | undefined {
+  get engine():
+    | { threads: number; contextSize: number; parallel: number; decodeLoop: "native" | "library"; flashAttention: FlashAttentionSetting; whyLibraryLoop?: string }
+    | undefined {
     if (this.#loaded === undefined) return undefined;
-    const { context, decoder, whyLibraryLoop } = this.#loaded;
+    const { context, decoder, whyLibraryLoop, flashAttention } = this.#loaded;
     return {
       threads: context.currentThreads,
       contextSize: context.contextSize,
       parallel: context.totalSequences,
       decodeLoop: decoder.kind,
+      flashAttention,
       ...(whyLibraryLoop === null ? {} : { whyLibraryLoop }),
     };
   }
@@ -119,14 +130,15 @@ export class LocalBackend implements Backend {
       const contextSize = Math.min(this.#options.contextSize ?? DEFAULT_CONTEXT_SIZE, model.trainContextSize);
       const tuning = tuningStatus();
       const threads = this.#options.threads ?? defaultThreads(model.size, llama.cpuMathCores, tuning.active && tuning.threadpool);
+      const flashAttention = (await this.#options.flashAttention) ?? "auto";
       const { context, sequences, loop, why } = await createContextWithLoop(
         nativeLoopAddon(),
-        () => model.createContext({ contextSize, sequences: parallel, threads }),
+        () => model.createContext({ contextSize, sequences: parallel, threads, flashAttention }),
         parallel,
       );
       const queue = new SlotQueue(sequences, this.#options.queueSize ?? 16 * parallel);
       const decoder = loop ?? new DecodeLoop();
-      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map(), decoder, whyLibraryLoop: why };
+      this.#loaded = { model, context, chatWrapper: resolveChatWrapper(model), queue, lastUsed: new Map(), decoder, whyLibraryLoop: why, flashAttention };
       this.#state = this.#state === "disposed" ? "disposed" : "ready";
     } catch (error) {
       this.#failure = error instanceof Error ? error.message : String(error);

@@ -1,0 +1,99 @@
+/**
+ * `--flash-attention auto`: whether llama.cpp's flash attention or its plain attention path
+ * serves this model faster on this machine, measured once and remembered.
+ *
+ * llama.cpp turns flash attention on wherever it is supported (its own `auto`), and on the CPU
+ * it always is. Its CPU path pays per cached token and head, not per matrix: on stories260K
+ * (8 heads of 8 dimensions) `llama-batched-bench -npp 112 -ntg 64 -t 1` decodes 4 sequences at
+ * 4,187 tokens/s with it and 9,789 without (8 sequences: 4,193 and 10,170), while on Qwen2-0.5B
+ * (64 dimensions a head) the flash path is 3–5% ahead. And the gap moves with the tokens a
+ * sequence holds: at 2 prompt tokens stories260K decodes twice as fast *with* it. So both
+ * paths are timed in child processes (calibrate-kernels.ts, with the CPU kernels the engine
+ * loads) at two depths, and each is costed on the reference turn of kernel-calibration.ts,
+ * whose steps run deeper than either timing (referenceCost).
+ *
+ * The plain path is chosen only on a clear win (TIE_MARGIN): it keeps a score matrix of every
+ * cached token per head in its compute buffer, so it needs more memory than the flash path for
+ * long contexts. Otherwise llama.cpp keeps its own choice. The result is cached in
+ * `<cache dir>/attention.json`, keyed as the kernel calibration is plus the kernels loaded.
+ */
+import path from "node:path";
+import type { FlashAttentionMode } from "../../config/serve-config.js";
+import {
+  TIE_MARGIN,
+  cacheKey,
+  cachedCalibration,
+  referenceCost,
+  runChild,
+  writeCache,
+  type CalibrationKey,
+  type Measurement,
+} from "./kernel-calibration.js";
+
+/** What a context is created with: forced on or off, or llama.cpp's own choice ("auto"). */
+export type FlashAttentionSetting = boolean | "auto";
+
+export interface AttentionCalibration {
+  readonly flashAttention: FlashAttentionSetting;
+  /** The two timings, flash attention on and off. */
+  readonly on: Measurement;
+  readonly off: Measurement;
+  readonly measuredAt: string;
+}
+
+export interface AttentionDecision {
+  readonly flashAttention: FlashAttentionSetting;
+  /** Why, for the start-up log. */
+  readonly reason: string;
+  readonly calibration?: AttentionCalibration;
+}
+
+/** Off when the plain path serves the reference turn more than TIE_MARGIN cheaper; else llama.cpp's choice. */
+export function pickFlashAttention(on: Measurement, off: Measurement, parallel: number): FlashAttentionSetting {
+  return referenceCost(off, parallel) < referenceCost(on, parallel) * (1 - TIE_MARGIN) ? false : "auto";
+}
+
+export interface AttentionOptions extends CalibrationKey {
+  readonly requested: FlashAttentionMode;
+  /** The CPU kernels the engine loads (undefined: ggml's choice); they are timed with them. */
+  readonly variant: string | undefined;
+  readonly cacheDir: string;
+  /** Told before measuring starts. */
+  readonly onMeasuring?: (cacheFile: string) => void;
+}
+
+/** `--flash-attention` resolved: as forced, cached, measured now, or llama.cpp's choice when measuring failed. */
+export async function resolveFlashAttention(options: AttentionOptions): Promise<AttentionDecision> {
+  if (options.requested !== "auto") return { flashAttention: options.requested === "on", reason: "--flash-attention" };
+  const cacheFile = path.join(options.cacheDir, "attention.json");
+  const key = cacheKey(options, { stage: "attention", variant: options.variant ?? "ggml" });
+  const cached = cachedCalibration<AttentionCalibration>(cacheFile, key);
+  if (cached !== undefined) return { flashAttention: cached.flashAttention, reason: `measured ${cached.measuredAt} (cached in ${cacheFile})`, calibration: cached };
+  options.onMeasuring?.(cacheFile);
+  const measure = (flashAttention: boolean): Promise<Measurement> =>
+    runChild({
+      variant: options.variant ?? null,
+      modelPath: options.modelPath,
+      parallel: options.parallel,
+      threads: options.threads ?? null,
+      threadpool: options.threadpool,
+      nativeLoop: options.nativeLoop,
+      flashAttention,
+      deep: true,
+    });
+  let on: Measurement;
+  let off: Measurement;
+  try {
+    on = await measure(true);
+    off = await measure(false);
+  } catch (error) {
+    return { flashAttention: "auto", reason: `llama.cpp's choice: flash attention could not be measured (${error instanceof Error ? error.message : String(error)})` };
+  }
+  const calibration: AttentionCalibration = { flashAttention: pickFlashAttention(on, off, options.parallel), on, off, measuredAt: new Date().toISOString() };
+  try {
+    writeCache(cacheFile, key, calibration);
+  } catch {
+    // A cache that cannot be written (read-only directory) only means measuring again next start.
+  }
+  return { flashAttention: calibration.flashAttention, reason: "measured now on this model", calibration };
+}

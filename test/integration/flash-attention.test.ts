@@ -1,0 +1,80 @@
+/**
+ * `parley serve --flash-attention`: `auto` times llama.cpp's two attention paths on the model
+ * in child processes, creates the context with the cheaper one and caches the choice; `on` and
+ * `off` force it. /metrics says what each local model's context was created with.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { after, before, describe, test } from "node:test";
+import { CLI, runCli } from "../helpers/cli.js";
+import { STORIES_260K } from "../helpers/models.js";
+
+const CHOSEN = /\{[^\n]*"msg":"llama.cpp attention path chosen"\}/;
+
+interface Chosen {
+  flashAttention?: boolean | "auto";
+  why?: string;
+  measured?: { on: { stepMs: number; deepStepMs?: number }; off: { stepMs: number; deepStepMs?: number } };
+}
+
+async function serve(args: readonly string[]): Promise<{ chosen: Chosen; output: string; attention: string; completion: string }> {
+  // ggml's own kernels: only the attention stage is measured here (llama-tuning.test.ts covers the kernels).
+  const server = runCli(["serve", "--model", STORIES_260K, "--model-name", "stories", "--port", "0", "--threads", "1", "--parallel", "4", "--cpu-kernels", "ggml", "--log-level", "info", ...args]);
+  try {
+    const chosen = JSON.parse((await server.waitFor(CHOSEN, 120_000))[0]) as Chosen;
+    const address = (await server.waitFor(/Parley listening on (http:\/\/[^\s"]+)/))[1] ?? "";
+    await server.waitFor(/Model '[^']+' loaded/);
+    const metrics = await (await fetch(`${address}/metrics`)).text();
+    const attention = metrics.split("\n").find((line) => line.startsWith("parley_model_attention_info{")) ?? "";
+    const response = await fetch(`${address}/model/api/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "stories", messages: [{ role: "user", content: "Once upon a time" }], max_tokens: 16, temperature: 0 }),
+    });
+    assert.equal(response.status, 200);
+    const body = (await response.json()) as { choices: Array<{ message: { content: string } }>; usage: { completion_tokens: number } };
+    assert.equal(body.usage.completion_tokens, 16);
+    return { chosen, output: server.output(), attention, completion: body.choices[0]?.message.content ?? "" };
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+}
+
+describe("parley serve --flash-attention", () => {
+  let cacheDir: string;
+  before(() => {
+    assert.ok(existsSync(CLI), `${CLI} is missing: run \`npm run build\` first (npm test does)`);
+    cacheDir = mkdtempSync(path.join(os.tmpdir(), "parley-attention-"));
+  });
+  after(() => rmSync(cacheDir, { recursive: true, force: true }));
+
+  test("auto measures both paths once, serves with the cheaper and caches the choice", async () => {
+    const first = await serve(["--cache-dir", cacheDir]);
+    assert.match(first.output, /Measuring llama.cpp's two attention paths on this model/);
+    assert.equal(first.chosen.why, "measured now on this model");
+    const { on, off } = first.chosen.measured ?? assert.fail(first.output);
+    for (const each of [on, off]) assert.ok(each.stepMs > 0 && (each.deepStepMs ?? 0) > 0, first.output);
+    // stories260K's 8-dimension heads: llama.cpp's flash path costs 4x the plain one at the
+    // reference turn's depths on the machines measured (docs/engine.md), far beyond noise.
+    assert.equal(first.chosen.flashAttention, false, first.output);
+    assert.equal(first.attention, 'parley_model_attention_info{model="stories",flash_attention="off"} 1');
+    assert.ok(existsSync(path.join(cacheDir, "attention.json")));
+
+    const second = await serve(["--cache-dir", cacheDir]);
+    assert.doesNotMatch(second.output, /Measuring llama.cpp's two attention paths/);
+    assert.match(second.chosen.why ?? "", /^measured [^ ]+ \(cached in .*attention\.json\)$/);
+    assert.equal(second.chosen.flashAttention, first.chosen.flashAttention);
+  });
+
+  test("on and off are used as given, without measuring", async () => {
+    for (const mode of ["on", "off"] as const) {
+      const run = await serve(["--cache-dir", cacheDir, "--flash-attention", mode]);
+      assert.doesNotMatch(run.output, /Measuring llama.cpp's two attention paths/);
+      assert.equal(run.chosen.why, "--flash-attention");
+      assert.equal(run.chosen.flashAttention, mode === "on");
+      assert.equal(run.attention, `parley_model_attention_info{model="stories",flash_attention="${mode}"} 1`);
+    }
+  });
+});
