@@ -22,7 +22,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROJECT_ROOT, TOOLS, parleyArm, parleyKernelsOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, TOOLS, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 import { benchModel } from "./lib/bench-model.js";
 
@@ -75,10 +75,14 @@ async function burst(server: ServerProcess, streams: number): Promise<Burst> {
   }
 }
 
-async function batchedBench(model: string, promptTokens: number): Promise<Map<number, number>> {
+/** llama.cpp's flags for flash attention off: what Parley's `--flash-attention auto` may choose. */
+const PLAIN_ATTENTION = ["-fa", "off"] as const;
+const PLAIN_ARM = `llama-server ${PLAIN_ATTENTION.join(" ")}`;
+
+async function batchedBench(model: string, promptTokens: number, extraArgs: readonly string[] = []): Promise<Map<number, number>> {
   const { stdout } = await promisify(execFile)(
     path.join(TOOLS, "llama-batched-bench"),
-    ["-m", model, "-t", String(THREADS), "-c", "8192", "-npp", String(promptTokens), "-ntg", String(TOKENS), "-npl", LEVELS.join(",")],
+    ["-m", model, "-t", String(THREADS), "-c", "8192", "-npp", String(promptTokens), "-ntg", String(TOKENS), "-npl", LEVELS.join(","), ...extraArgs],
     { maxBuffer: 1 << 24 },
   );
   // Table rows: |  PP |  TG |  B | N_KV | T_PP s | S_PP t/s | T_TG s | S_TG t/s | T s | S t/s |
@@ -104,21 +108,29 @@ async function main(): Promise<void> {
     promptTokens: { parley: number; llamaServer: number };
     /** The CPU kernels Parley's `--cpu-kernels auto` loaded at this level. */
     parleyKernels: string;
+    /** The flash attention Parley's `--flash-attention auto` created the context with: on, off or auto (llama.cpp's choice). */
+    parleyAttention: string;
+    /** Where Parley turned flash attention off: llama-server and llama-batched-bench with it off too. */
+    samePath?: { llamaServer: number; batchedBench: number | null };
     rounds: Record<string, number[]>;
   }> = [];
-  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]>; parleyKernels: string }> = [];
+  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]>; parleyKernels: string; parleyAttention: string }> = [];
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
+    // What Parley will run with at this level (a first start also measures, once per setting):
+    // where it turns flash attention off, llama-server runs a second time with it off too, so
+    // the table shows what the setting alone gives llama.cpp's own server.
+    const probe = await startParley(settings);
+    const { kernels: parleyKernels, flashAttention: parleyAttention } = await parleyEngineOf(probe).finally(() => probe.stop());
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
+    if (parleyAttention === "off") order.push([PLAIN_ARM, (s) => startLlamaServer(s, PLAIN_ATTENTION)]);
     if (ARM_FLAGS !== undefined) order.push(parleyArm(ARM_FLAGS));
     const results = new Map<string, number[]>(order.map(([name]) => [name, []]));
     const promptTokens = new Map<string, number[]>(order.map(([name]) => [name, []]));
-    let parleyKernels = "?";
     for (let round = 0; round < ROUNDS; round++) {
       for (const [name, start] of round % 2 === 0 ? order : [...order].reverse()) {
         const server = await start(settings);
         try {
-          if (name === "parley") parleyKernels = await parleyKernelsOf(server);
           for (let i = 0; i < WARMUP; i++) await burst(server, streams);
           const measured: number[] = [];
           for (let i = 0; i < BURSTS; i++) {
@@ -133,16 +145,20 @@ async function main(): Promise<void> {
         }
       }
     }
-    measuredLevels.push({ streams, results, promptTokens, parleyKernels });
+    measuredLevels.push({ streams, results, promptTokens, parleyKernels, parleyAttention });
   }
   // The ceiling decodes from the prompt length Parley reported, at the same batch sizes.
   const parleyPromptTokens = Math.round(median(measuredLevels.flatMap((level) => level.promptTokens.get("parley")!)));
   const native = await batchedBench(model, parleyPromptTokens);
-  for (const { streams, results, promptTokens, parleyKernels } of measuredLevels) {
+  const plainAttention = measuredLevels.some((level) => level.parleyAttention === "off");
+  const nativePlain = plainAttention ? await batchedBench(model, parleyPromptTokens, PLAIN_ATTENTION) : undefined;
+  for (const { streams, results, promptTokens, parleyKernels, parleyAttention } of measuredLevels) {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
     const second = SECOND_ARM === undefined ? undefined : median(results.get(SECOND_ARM)!);
+    const plainServer = results.has(PLAIN_ARM) ? median(results.get(PLAIN_ARM)!) : undefined;
+    const plainCeiling = plainServer === undefined ? undefined : (nativePlain?.get(streams) ?? Number.NaN);
     levels.push({
       streams,
       llamaServer: server,
@@ -151,12 +167,23 @@ async function main(): Promise<void> {
       batchedBench: Number.isFinite(ceiling) ? ceiling : null,
       promptTokens: { parley: median(promptTokens.get("parley")!), llamaServer: median(promptTokens.get("llama-server")!) },
       parleyKernels,
+      parleyAttention,
+      ...(plainServer === undefined ? {} : { samePath: { llamaServer: plainServer, batchedBench: Number.isFinite(plainCeiling) ? plainCeiling! : null } }),
       rounds: Object.fromEntries(results),
     });
+    const plainCells = !plainAttention
+      ? ""
+      : plainServer === undefined
+        ? " — | — | — | — |"
+        : ` ${plainServer.toFixed(2)} | ${(parley / plainServer).toFixed(3)} | ${plainCeiling!.toFixed(2)} | ${(parley / plainCeiling!).toFixed(3)} |`;
     const secondCells = second === undefined ? "" : ` ${second.toFixed(2)} | ${(second / server).toFixed(3)} | ${(second / ceiling).toFixed(3)} |`;
     const prompts = `${median(promptTokens.get("parley")!)} / ${median(promptTokens.get("llama-server")!)}`;
-    rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} (${parleyKernels}) | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${secondCells}`);
+    const engine = parleyAttention === "auto" ? parleyKernels : `${parleyKernels}, flash attention ${parleyAttention}`;
+    rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} (${engine}) | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${plainCells}${secondCells}`);
   }
+  const header = ["streams", "prompt tokens", "llama-server", "Parley", "Parley / llama-server", "llama-batched-bench", "Parley / batched-bench"];
+  if (plainAttention) header.push(PLAIN_ARM, "Parley / it", `llama-batched-bench ${PLAIN_ATTENTION.join(" ")}`, "Parley / it");
+  if (SECOND_ARM !== undefined) header.push(`Parley ${ARM_FLAGS}`, "/ llama-server", "/ batched-bench");
   const report = [
     "# Concurrent streams: aggregate decode tokens/s",
     "",
@@ -165,15 +192,14 @@ async function main(): Promise<void> {
     `each server started with --parallel N, warmed with ${WARMUP} bursts, then measured over ${BURSTS} (their median); medians of ${ROUNDS} rounds, alternating order.`,
     `llama-server renders the chats with its built-in \`${bench.llamaServerTemplate}\` template, the format Parley uses for this model (prompt tokens: Parley / llama-server).`,
     `llama-batched-bench: \`-t ${THREADS} -npp ${parleyPromptTokens} -ntg ${TOKENS} -npl ${LEVELS.join(",")}\` (S_TG t/s), the native ceiling of llama.cpp's own kernels, from Parley's prompt length.`,
-    "Parley's column names the CPU kernels its `--cpu-kernels auto` loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md; the others are llama.cpp's prebuilt variants).",
+    "Parley's column names the CPU kernels its `--cpu-kernels auto` loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md; the others are llama.cpp's prebuilt variants),",
+    "and flash attention where its `--flash-attention auto` turned it off (llama.cpp's default is on for the CPU). Where it did, llama-server and llama-batched-bench also ran with `-fa off`, so the extra columns show what that setting alone gives llama.cpp's own server.",
     ...(retriedBursts === 0 ? [] : [`${retriedBursts} burst(s) were run again after llama-server closed a kept-alive connection under them.`]),
     "",
     "Command: `" + (bench.suffix === "" ? "" : `BENCH_MODEL=${bench.suffix.slice(1)} `) + (ARM_FLAGS === undefined ? "" : `PARLEY_ARM="${ARM_FLAGS}" `) + "npm run bench:concurrency` " + `(LEVELS=${LEVELS.join(",")} THREADS=${THREADS} TOKENS=${TOKENS} ROUNDS=${ROUNDS} WARMUP=${WARMUP} BURSTS=${BURSTS})`,
     "",
-    SECOND_ARM === undefined
-      ? "| streams | prompt tokens | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench |"
-      : `| streams | prompt tokens | llama-server | Parley | Parley / llama-server | llama-batched-bench | Parley / batched-bench | Parley ${ARM_FLAGS} | / llama-server | / batched-bench |`,
-    SECOND_ARM === undefined ? "|---|---|---|---|---|---|---|" : "|---|---|---|---|---|---|---|---|---|---|",
+    `| ${header.join(" | ")} |`,
+    `|${header.map(() => "---").join("|")}|`,
     ...rows,
     "",
     "Targets (issue 3): at 4 and 8 streams, Parley ≥ 1.1× llama-server and ≥ 0.85× llama-batched-bench.",

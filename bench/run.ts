@@ -16,7 +16,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { PROJECT_ROOT, parleyArm, parleyKernelsOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { benchModel, type BenchModel } from "./lib/bench-model.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
@@ -70,7 +70,10 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     for (const [name, start] of round % 2 === 0 ? starters : [...starters].reverse()) {
       const server = await start(settings);
       try {
-        if (name.startsWith("parley")) kernels.set(name, await parleyKernelsOf(server));
+        if (name.startsWith("parley")) {
+          const engine = await parleyEngineOf(server);
+          kernels.set(name, engine.flashAttention === "auto" ? engine.kernels : `${engine.kernels}, flash attention ${engine.flashAttention}`);
+        }
         // Warm-up with other prompts, so the measured request's prompt is not already cached.
         for (let i = 0; i < WARMUP; i++) await timeStream({ url: server.url, model: "bench", messages: [{ role: "user", content: `Hi ${i}` }], maxTokens: 8 });
         const timing = await timeStream({ url: server.url, model: "bench", messages: MESSAGES, maxTokens: TOKENS, extra: { seed: 1 } });
@@ -86,7 +89,8 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     path.join(RESULTS, `single-stream${bench.suffix}-${threads}t.json`),
     JSON.stringify({ settings: { ...settings, model: path.basename(model) }, rounds: ROUNDS, tokens: TOKENS, results: Object.fromEntries(rows) }, null, 2),
   );
-  // Parley's rows name the CPU kernels it loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md).
+  // Parley's rows name the CPU kernels it loaded (`parley`: Parley's own Q8_0 and Q5_0 kernel, docs/engine.md),
+  // and flash attention where `--flash-attention auto` turned it off.
   const table = summarize([...rows].map(([server, timings]) => ({ server: kernels.has(server) ? `${server} (${kernels.get(server)})` : server, timings })));
   const ratio = (pick: (t: StreamTiming) => number, arm = "parley"): number => median(rows.get(arm)!.map(pick)) / median(rows.get("llama-server")!.map(pick));
   const armLine =

@@ -69,14 +69,15 @@ export interface EngineSettings {
   readonly chatTemplate?: string | undefined;
 }
 
-export async function startLlamaServer(settings: EngineSettings): Promise<ServerProcess> {
+/** `extraArgs`: more llama-server flags, e.g. `-fa off` to match the attention path Parley chose. */
+export async function startLlamaServer(settings: EngineSettings, extraArgs: readonly string[] = []): Promise<ServerProcess> {
   const port = await freePort();
   // --no-jinja and a built-in template (ChatML unless the settings name one): llama-server's Jinja
   // tool-call parser rejects random-weight output (tools/README.md).
   const args = [
     "-m", settings.model, "-t", String(settings.threads), "-c", String(settings.contextSize * settings.parallel),
     "-np", String(settings.parallel), "--no-jinja", "--chat-template", settings.chatTemplate ?? "chatml", "--host", "127.0.0.1", "--port", String(port),
-    "--no-webui",
+    "--no-webui", ...extraArgs,
   ];
   return startServer("llama-server", path.join(TOOLS, "llama-server"), args, port);
 }
@@ -92,10 +93,17 @@ export async function startParley(settings: EngineSettings, extraArgs: readonly 
   return startServer("parley", process.execPath, args, port);
 }
 
-/** The CPU kernels a running Parley loaded (its `parley_engine_info` metric), or "?" where it does not say. */
-export async function parleyKernelsOf(server: ServerProcess): Promise<string> {
+/**
+ * How a running Parley's engine runs, from its metrics: the CPU kernels (`parley_engine_info`)
+ * and the bench model's flash attention, `on`, `off` or `auto` (`parley_model_attention_info`);
+ * "?" where it does not say.
+ */
+export async function parleyEngineOf(server: ServerProcess): Promise<{ kernels: string; flashAttention: string }> {
   const text = await fetch(`${server.url}/metrics`).then((response) => response.text()).catch(() => "");
-  return /^parley_engine_info\{cpu_kernels="([^"]*)"/m.exec(text)?.[1] ?? "?";
+  return {
+    kernels: /^parley_engine_info\{cpu_kernels="([^"]*)"/m.exec(text)?.[1] ?? "?",
+    flashAttention: /^parley_model_attention_info\{model="bench",flash_attention="([^"]*)"/m.exec(text)?.[1] ?? "?",
+  };
 }
 
 /** A second Parley arm for side-by-side runs (the PARLEY_ARM knob): `parley serve` with these extra flags. */
