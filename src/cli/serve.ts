@@ -13,7 +13,7 @@ import { openAccess } from "../access/open-access.js";
 import { readCpuInfo } from "../backends/local/cpu-kernels.js";
 import { engineVersion, openEngine } from "../backends/local/engine.js";
 import { resolveFlashAttention, type FlashAttentionSetting } from "../backends/local/attention-calibration.js";
-import { resolveCpuKernels, type Measurement } from "../backends/local/kernel-calibration.js";
+import { resolveCpuKernels, type CalibrationKey, type Measurement } from "../backends/local/kernel-calibration.js";
 import { loadTuning, tuningStatus } from "../backends/local/llama-tuning.js";
 import { PARLEY_KERNELS, parleyKernels } from "../backends/local/parley-kernels.js";
 import { LocalBackend } from "../backends/local/local-backend.js";
@@ -129,9 +129,8 @@ interface StartedEngine {
 async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<StartedEngine> {
   const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
   const tunable = loadTuning({ threadpool: config.engine.threadpool, nativeLoop: config.engine.nativeLoop }).active;
-  const parleyKernelsStamp = parleyKernels().file === null ? null : (parleyKernels().stamp ?? "built");
-  const kernels = await resolveCpuKernels({
-    requested: config.engine.cpuKernels,
+  // What both measurements depend on (their cache key).
+  const settings: CalibrationKey = {
     cpu: readCpuInfo(),
     engineVersion: engineVersion(),
     modelPath,
@@ -139,7 +138,11 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     parallel,
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,
-    parleyKernels: parleyKernelsStamp,
+    parleyKernels: parleyKernels().file === null ? null : (parleyKernels().stamp ?? "built"),
+  };
+  const kernels = await resolveCpuKernels({
+    ...settings,
+    requested: config.engine.cpuKernels,
     cacheDir: config.cacheDir,
     tunable,
     onMeasuring: (cacheFile) =>
@@ -151,16 +154,9 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   }
   // Timed with the kernels chosen above, in child processes, before this process loads anything.
   const attention = await resolveFlashAttention({
+    ...settings,
     requested: config.engine.flashAttention,
     variant: kernels.variant,
-    cpu: readCpuInfo(),
-    engineVersion: engineVersion(),
-    modelPath,
-    threads,
-    parallel,
-    threadpool: config.engine.threadpool,
-    nativeLoop: config.engine.nativeLoop,
-    parleyKernels: parleyKernelsStamp,
     cacheDir: config.cacheDir,
     onMeasuring: (cacheFile) => log.info({ file: modelPath, parallel, cache: cacheFile }, "Measuring llama.cpp's two attention paths on this model, once for these settings"),
   });
