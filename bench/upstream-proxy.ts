@@ -13,7 +13,10 @@
  * - nginx: Debian's nginx as a plain reverse proxy, one worker: an upstream keep-alive pool of
  *   64, HTTP/1.1 upstream, `proxy_buffering off` (as SSE needs), no access log.
  * - node: a bare Node proxy (node:http server, undici Pool upstream, bytes piped through; no
- *   parsing, no auth, no log): the floor any Node gateway starts from, for reference.
+ *   parsing, no auth, no log), for reference.
+ * - pipe and undici-floor (throughput only, for reference): a Node TCP byte pipe, the least any
+ *   Node program pays per request; and the least a gateway on undici pays (request head parsed
+ *   by hand on a raw socket, undici's Pool.dispatch, bytes relayed chunked).
  * - Parley as a user runs it: `parley serve --config` with the pool, an `--api-key`, its
  *   SQLite keys-and-usage database in a temp data dir (a ledger row committed per request),
  *   its default log level (info: one JSON line per request) with stdout to /dev/null.
@@ -332,6 +335,85 @@ const server = http.createServer((req, res) => {
 server.keepAliveTimeout = 75000;
 server.listen(${port}, "127.0.0.1");
 `;
+
+/**
+ * The least any Node program can do per request: a TCP byte pipe, each client connection paired
+ * with its own upstream connection, nothing parsed. Throughput only, for reference.
+ */
+const TCP_PIPE = (upstreamPort: number, port: number): string => `
+import net from "node:net";
+net.createServer((client) => {
+  const upstream = net.connect(${upstreamPort}, "127.0.0.1");
+  client.setNoDelay(true);
+  upstream.setNoDelay(true);
+  client.on("data", (data) => upstream.write(data));
+  upstream.on("data", (data) => client.write(data));
+  client.on("close", () => upstream.destroy());
+  upstream.on("close", () => client.destroy());
+  client.on("error", () => {});
+  upstream.on("error", () => {});
+}).listen(${port}, "127.0.0.1");
+`;
+
+/**
+ * The least a Node gateway built on undici (as issue 5 asks) can do per request: the request
+ * head parsed by hand on a raw socket (no node:http), the request sent with undici's lowest-level
+ * API (Pool.dispatch, no streams), the answer's bytes relayed as they come, chunked. No
+ * auth, no SSE parsing, no ledger, no log. Throughput only, for reference.
+ */
+const UNDICI_FLOOR = (undici: string, upstream: string, port: number): string => `
+import net from "node:net";
+import { Pool } from ${JSON.stringify(undici)};
+const upstream = new Pool(${JSON.stringify(upstream)}, { keepAliveTimeout: 10000, connections: 128 });
+const HEAD_END = Buffer.from("\\r\\n\\r\\n");
+net.createServer((client) => {
+  client.setNoDelay(true);
+  client.on("error", () => {});
+  let pending = Buffer.alloc(0);
+  client.on("data", (data) => {
+    pending = pending.length === 0 ? data : Buffer.concat([pending, data]);
+    for (;;) {
+      const end = pending.indexOf(HEAD_END);
+      if (end < 0) return;
+      const head = pending.subarray(0, end).toString("latin1");
+      const length = Number(/\\r\\ncontent-length: *(\\d+)/i.exec(head)?.[1] ?? 0);
+      if (pending.length < end + 4 + length) return;
+      const body = length === 0 ? undefined : Buffer.from(pending.subarray(end + 4, end + 4 + length));
+      pending = pending.subarray(end + 4 + length);
+      const [method = "GET", path = "/"] = head.slice(0, head.indexOf("\\r\\n")).split(" ");
+      upstream.dispatch({ method, path, headers: body === undefined ? {} : { "content-type": "application/json" }, body }, {
+        onConnect() {},
+        onUpgrade() {},
+        onError() { client.destroy(); },
+        onHeaders(status, raw) {
+          let type = "application/octet-stream";
+          for (let i = 0; i < raw.length; i += 2) if (String(raw[i]).toLowerCase() === "content-type") type = String(raw[i + 1]);
+          client.write("HTTP/1.1 " + status + " OK\\r\\ncontent-type: " + type + "\\r\\ntransfer-encoding: chunked\\r\\n\\r\\n");
+          return true;
+        },
+        onData(chunk) {
+          client.write(chunk.length.toString(16) + "\\r\\n" + chunk.toString("latin1") + "\\r\\n", "latin1");
+          return true;
+        },
+        onComplete() { client.write("0\\r\\n\\r\\n"); },
+      });
+    }
+  });
+}).listen(${port}, "127.0.0.1");
+`;
+
+async function startFloorProxies(temp: string, upstreamPort: number): Promise<{ pipe: NodeServer; undiciFloor: NodeServer }> {
+  const undici = pathToFileURL(createRequire(import.meta.url).resolve("undici")).href;
+  const pipePort = await freePort();
+  const pipe = await startNodeServer("node-pipe", temp, ["--input-type=module", "-e", TCP_PIPE(upstreamPort, pipePort), "--", "--port", String(pipePort)], "/v1/models");
+  const floorPort = await freePort();
+  const undiciFloor = await startNodeServer(
+    "undici-floor", temp,
+    ["--input-type=module", "-e", UNDICI_FLOOR(undici, `http://127.0.0.1:${upstreamPort}`, floorPort), "--", "--port", String(floorPort)],
+    "/v1/models",
+  );
+  return { pipe, undiciFloor };
+}
 
 async function startBareProxy(temp: string, upstreamUrl: string): Promise<NodeServer> {
   const port = await freePort();
@@ -672,8 +754,10 @@ async function main(): Promise<void> {
     stops.push(bare.stop);
     const parley = await startParley(temp, upstreamPort, "parley");
     stops.push(parley.stop);
-    log(`fake upstream ${upstream.url} (CPU ${CLIENT_CPU}); on CPU ${PROXY_CPU}: nginx ${nginx.url}, node ${bare.url}, parley ${parley.url}`);
-    const meter = new CpuMeter([upstream.pid, nginx.pid, bare.pid, parley.pid], upstream.pid);
+    const { pipe, undiciFloor } = await startFloorProxies(temp, upstreamPort);
+    stops.push(pipe.stop, undiciFloor.stop);
+    log(`fake upstream ${upstream.url} (CPU ${CLIENT_CPU}); on CPU ${PROXY_CPU}: nginx ${nginx.url}, node ${bare.url}, parley ${parley.url}, pipe ${pipe.url}, undici floor ${undiciFloor.url}`);
+    const meter = new CpuMeter([upstream.pid, nginx.pid, bare.pid, parley.pid, pipe.pid, undiciFloor.pid], upstream.pid);
 
     const pool = (url: string): Pool => new Pool(url, { connections: 512, keepAliveTimeout: 60_000, keepAliveMaxTimeout: 120_000 });
     const arms: Arm[] = [
@@ -683,8 +767,15 @@ async function main(): Promise<void> {
       { name: "parley", label: "**Parley**", url: parley.url, pid: parley.pid, pool: pool(parley.url) },
     ];
     const [direct, nginxArm, nodeArm, parleyArm] = arms as [Arm, Arm, Arm, Arm];
+    // Throughput only: what a Node proxy costs with no HTTP at all, and with undici as its client.
+    const floors: Arm[] = [
+      { name: "pipe", label: "Node TCP pipe (floor)", url: pipe.url, pid: pipe.pid, pool: pool(pipe.url) },
+      { name: "undici-floor", label: "undici floor", url: undiciFloor.url, pid: undiciFloor.pid, pool: pool(undiciFloor.url) },
+    ];
+    const [pipeArm, undiciFloorArm] = floors as [Arm, Arm];
+    const throughputArms = [...arms, ...floors];
     stops.push(async () => {
-      for (const arm of arms) await arm.pool.close();
+      for (const arm of throughputArms) await arm.pool.close();
     });
     let requestsToParley = 0;
 
@@ -692,7 +783,7 @@ async function main(): Promise<void> {
     writeFileSync(script, WRK_SCRIPT(REQUEST_BODY, REQUEST_HEADERS));
 
     // Warm-up: JIT, connection pools, SQLite pages; results thrown away.
-    for (const arm of arms) {
+    for (const arm of throughputArms) {
       const result = await runWrk(tools.wrk, script, arm.url, WARMUP_SECONDS, meter, arm.pid);
       if (arm === parleyArm) requestsToParley += result.requests;
       log(`warm-up ${arm.name}: ${result.rps.toFixed(0)} req/s`);
@@ -751,9 +842,9 @@ async function main(): Promise<void> {
     }
 
     // Throughput, closed loop, one core per proxy.
-    const throughput = new Map<Arm, WrkResult[]>(arms.map((arm) => [arm, []]));
+    const throughput = new Map<Arm, WrkResult[]>(throughputArms.map((arm) => [arm, []]));
     for (let round = 0; round < THROUGHPUT_ROUNDS; round++) {
-      const order = round % 2 === 0 ? arms : [...arms].reverse();
+      const order = round % 2 === 0 ? throughputArms : [...throughputArms].reverse();
       for (const arm of order) {
         const result = await runWrk(tools.wrk, script, arm.url, THROUGHPUT_SECONDS, meter, arm.pid);
         if (arm === parleyArm) requestsToParley += result.requests;
@@ -829,7 +920,7 @@ async function main(): Promise<void> {
       const cores = median(runs.map((run) => run.cpu.proxyCores));
       return { runs, rps, cores, perCore: Number.isFinite(cores) && cores > 0 ? rps / cores : Number.NaN, microsPerRequest: (cores / rps) * 1e6 };
     };
-    const throughputRows = arms.map((arm) => {
+    const throughputRows = throughputArms.map((arm) => {
       const { runs, rps, perCore, microsPerRequest } = summary(arm);
       const errors = runs.reduce((sum, run) => sum + run.non2xx + run.socketErrors + (Number.isFinite(run.bad) ? run.bad : 1), 0);
       return `| ${arm.label} | ${runs.map((run) => run.rps.toFixed(0)).join(", ")} | **${rps.toFixed(0)}** | ` +
@@ -842,6 +933,8 @@ async function main(): Promise<void> {
     const nginxTp = summary(nginxArm);
     const nodeTp = summary(nodeArm);
     const parleyTp = summary(parleyArm);
+    const pipeTp = summary(pipeArm);
+    const undiciFloorTp = summary(undiciFloorArm);
     const ratio = parleyTp.rps / nginxTp.rps;
     const ratioPerCore = parleyTp.perCore / nginxTp.perCore;
     const steal = Math.max(...[...throughput.values()].flat().map((run) => Math.max(...run.cpu.steal)));
@@ -876,6 +969,11 @@ async function main(): Promise<void> {
       "  `proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, `proxy_buffering off`, `access_log off`.",
       "- **bare Node proxy** (reference, not a target): `node:http` server + undici Pool, bytes piped through, nothing",
       "  parsed, checked or logged, on CPU 0. What any Node gateway pays before doing anything.",
+      "- **Node TCP pipe** and **undici floor** (references, throughput only), on CPU 0: the first pairs each client",
+      "  connection with an upstream connection and copies bytes, no HTTP at all: the least any Node program pays.",
+      "  The second is the least a Node gateway on undici (as issue 5 asks) pays: the request head parsed by hand on a",
+      "  raw socket (no `node:http`), the request sent with undici's lowest-level API (`Pool.dispatch`), the answer's",
+      "  bytes relayed chunked as they come; no auth, SSE parsing, ledger or log.",
       "- **Parley**: `parley serve --config` (an upstream pool of one), `--api-key`, SQLite data dir in a temp dir",
       "  (key check and one committed ledger row per request), default log level `info` (one JSON line per request)",
       "  with stdout to /dev/null; on CPU 0, every thread (`taskset -c 0`).",
@@ -933,6 +1031,9 @@ async function main(): Promise<void> {
         `(${parleyTp.rps.toFixed(0)} against ${nginxTp.rps.toFixed(0)} req/s; ${parleyTp.microsPerRequest.toFixed(0)} µs of CPU per request against ` +
         `${nginxTp.microsPerRequest.toFixed(0)} µs). Even the bare Node proxy reaches only ${(nodeTp.perCore / nginxTp.perCore).toFixed(2)}× of nginx per CPU-second ` +
         `(${nodeTp.microsPerRequest.toFixed(0)} µs per request).`,
+      `  The floors: a Node TCP pipe reaches ${(pipeTp.perCore / nginxTp.perCore).toFixed(2)}× of nginx per CPU-second (${pipeTp.microsPerRequest.toFixed(0)} µs per request), ` +
+        `so Node itself can move these bytes; with undici as the upstream client and nothing else, ${(undiciFloorTp.perCore / nginxTp.perCore).toFixed(2)}× ` +
+        `(${undiciFloorTp.microsPerRequest.toFixed(0)} µs). Half of nginx's rate leaves ${(2 * nginxTp.microsPerRequest).toFixed(0)} µs per request.`,
       "",
       ...profileLines,
     ].join("\n");
