@@ -116,18 +116,28 @@ function warnTuning(log: Logger): void {
   lastTuningWarning = lastError;
 }
 
-/** The engine, and the flash attention setting of the local model it was measured on. */
+/** A local model as the engine's measurements see it. */
+interface EngineModel {
+  readonly path: string;
+  readonly threads: number | undefined;
+  readonly parallel: number;
+}
+
+/** The engine, and the flash attention setting of each local model, in the order given. */
 interface StartedEngine {
   readonly llama: Llama;
-  readonly flashAttention: FlashAttentionSetting;
+  readonly flashAttention: readonly FlashAttentionSetting[];
 }
 
 /**
- * Measures (or recalls) the CPU kernels and the attention path for the first local model, then
- * opens the engine.
+ * Measures (or recalls) the CPU kernels on the first local model and the attention path of
+ * each, then opens the engine.
  */
-async function startEngine(config: ServeConfig, modelPath: string, threads: number | undefined, log: Logger): Promise<StartedEngine> {
-  const parallel = Math.max(...config.models.map((each) => (each.backend === "local" ? each.parallel : 1)));
+async function startEngine(config: ServeConfig, models: readonly [EngineModel, ...EngineModel[]], log: Logger): Promise<StartedEngine> {
+  const [first] = models;
+  const modelPath = first.path;
+  const threads = first.threads;
+  const parallel = Math.max(...models.map((each) => each.parallel));
   const tunable = loadTuning({ threadpool: config.engine.threadpool, nativeLoop: config.engine.nativeLoop }).active;
   // What both measurements depend on (their cache key).
   const settings: CalibrationKey = {
@@ -153,26 +163,8 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
     log.warn({ reason: parleyKernels().reason }, "Parley's CPU kernels are not built here; llama.cpp's own are used (docs/engine.md)");
   }
   // Timed with the kernels chosen above, in child processes, before this process loads anything.
-  const attention = await resolveFlashAttention({
-    ...settings,
-    requested: config.engine.flashAttention,
-    variant: kernels.variant,
-    cacheDir: config.cacheDir,
-    onMeasuring: (cacheFile) => log.info({ file: modelPath, parallel, cache: cacheFile }, "Measuring llama.cpp's two attention paths on this model, once for these settings"),
-  });
-  const timed = (measurement: Measurement): { stepMs: number; deepStepMs: number | undefined } => ({
-    stepMs: Number(measurement.stepMs.toFixed(3)),
-    deepStepMs: measurement.deepStepMs === undefined ? undefined : Number(measurement.deepStepMs.toFixed(3)),
-  });
-  log.info(
-    {
-      file: modelPath,
-      flashAttention: attention.flashAttention,
-      why: attention.reason,
-      ...(attention.calibration === undefined ? {} : { measured: { on: timed(attention.calibration.on), off: timed(attention.calibration.off) } }),
-    },
-    "llama.cpp attention path chosen",
-  );
+  const flashAttention: FlashAttentionSetting[] = [];
+  for (const model of models) flashAttention.push(await chooseAttention(config, { ...settings, modelPath: model.path, threads: model.threads, parallel: model.parallel }, kernels.variant, log));
   const engine = await openEngine({
     threadpool: config.engine.threadpool,
     nativeLoop: config.engine.nativeLoop,
@@ -196,7 +188,33 @@ async function startEngine(config: ServeConfig, modelPath: string, threads: numb
   } else {
     log.warn({ reason: tuning.reason }, "llama.cpp engine runs without Parley's tuning addon: decoding is slower (docs/engine.md)");
   }
-  return { llama: engine.llama, flashAttention: attention.flashAttention };
+  return { llama: engine.llama, flashAttention };
+}
+
+/** `--flash-attention` for one local model, measured (or recalled) with the kernels the engine loads, and logged. */
+async function chooseAttention(config: ServeConfig, settings: CalibrationKey, variant: string | undefined, log: Logger): Promise<FlashAttentionSetting> {
+  const file = settings.modelPath;
+  const attention = await resolveFlashAttention({
+    ...settings,
+    requested: config.engine.flashAttention,
+    variant,
+    cacheDir: config.cacheDir,
+    onMeasuring: (cache) => log.info({ file, parallel: settings.parallel, cache }, "Measuring llama.cpp's two attention paths on this model, once for these settings"),
+  });
+  const timed = (measurement: Measurement): { stepMs: number; deepStepMs: number | undefined } => ({
+    stepMs: Number(measurement.stepMs.toFixed(3)),
+    deepStepMs: measurement.deepStepMs === undefined ? undefined : Number(measurement.deepStepMs.toFixed(3)),
+  });
+  log.info(
+    {
+      file,
+      flashAttention: attention.flashAttention,
+      why: attention.reason,
+      ...(attention.calibration === undefined ? {} : { measured: { on: timed(attention.calibration.on), off: timed(attention.calibration.off) } }),
+    },
+    "llama.cpp attention path chosen",
+  );
+  return attention.flashAttention;
 }
 
 export async function serve(config: ServeConfig): Promise<void> {
@@ -217,10 +235,23 @@ export async function serve(config: ServeConfig): Promise<void> {
 
   // Upstream pools are ready at once; local models are resolved now (downloading once if
   // needed) and loaded after the server listens, so /health can say they are loading.
+  const choices = new Map<LocalModelConfig, ModelChoice>();
+  for (const model of config.models) {
+    if (model.backend !== "local") continue;
+    try {
+      choices.set(model, await chooseModel(model, config, log));
+    } catch (error) {
+      if (error instanceof ModelSourceError) exitWith(error.message);
+      throw error;
+    }
+  }
+  // One engine, one CPU kernel variant, for every local model: chosen on the first one, and
+  // each model's attention path, after the server listens (measuring loads the models in
+  // child processes).
+  const [first, ...others] = [...choices].map(([model, choice]): EngineModel => ({ path: choice.path, threads: model.threads, parallel: model.parallel }));
+  const engine = first === undefined ? undefined : startEngine(config, [first, ...others], log);
   const registry = new ModelRegistry();
   const locals: Array<{ readonly backend: LocalBackend; readonly path: string }> = [];
-  let engine: Promise<StartedEngine> | undefined;
-  let measuredPath: string | undefined;
   for (const model of config.models) {
     if (model.backend === "upstream") {
       const backend = new UpstreamBackend(model);
@@ -228,22 +259,9 @@ export async function serve(config: ServeConfig): Promise<void> {
       backend.start();
       continue;
     }
-    let choice: ModelChoice;
-    try {
-      choice = await chooseModel(model, config, log);
-    } catch (error) {
-      if (error instanceof ModelSourceError) exitWith(error.message);
-      throw error;
-    }
-    // One engine, one CPU kernel variant, for every local model: chosen on the first one,
-    // after the server listens (measuring the kernels loads the model in child processes).
-    if (engine === undefined) {
-      engine = startEngine(config, choice.path, model.threads, log);
-      measuredPath = choice.path;
-    }
-    // The attention path measured on the first model, forced by --flash-attention, or llama.cpp's choice.
-    const forced = config.engine.flashAttention === "auto" ? "auto" : config.engine.flashAttention === "on";
-    const flashAttention = choice.path === measuredPath ? engine.then((started) => started.flashAttention) : forced;
+    const choice = choices.get(model);
+    if (choice === undefined || engine === undefined) throw new Error("a local model was not resolved");
+    const index = [...choices.keys()].indexOf(model);
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
     const backend = new LocalBackend(engine.then((started) => started.llama), {
       id,
@@ -253,7 +271,7 @@ export async function serve(config: ServeConfig): Promise<void> {
       parallel: model.parallel,
       queueSize: model.queueSize,
       queueTimeoutMs: model.queueTimeoutMs,
-      flashAttention,
+      flashAttention: engine.then((started) => started.flashAttention[index] ?? "auto"),
     });
     try {
       registry.add(backend, aliases);

@@ -1,10 +1,11 @@
 /**
  * `parley serve --flash-attention`: `auto` times llama.cpp's two attention paths on the model
  * in child processes, creates the context with the cheaper one and caches the choice; `on` and
- * `off` force it. /metrics says what each local model's context was created with.
+ * `off` force it. Each local model of a config file is measured with its own settings. /metrics
+ * says what each local model's context was created with.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -75,6 +76,36 @@ describe("parley serve --flash-attention", () => {
       assert.equal(run.chosen.why, "--flash-attention");
       assert.equal(run.chosen.flashAttention, mode === "on");
       assert.equal(run.attention, `parley_model_attention_info{model="stories",flash_attention="${mode}"} 1`);
+    }
+  });
+
+  test("each local model of a config file is measured with its own settings", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "parley-attention-config-"));
+    try {
+      const config = path.join(dir, "parley.yaml");
+      writeFileSync(
+        config,
+        ["models:", "  - name: one", "    backend: local", `    model: ${STORIES_260K}`, "    parallel: 1", "    threads: 1",
+          "  - name: two", "    backend: local", `    model: ${STORIES_260K}`, "    parallel: 2", "    threads: 1", ""].join("\n"),
+      );
+      const server = runCli(["serve", "--config", config, "--port", "0", "--cpu-kernels", "ggml", "--cache-dir", dir, "--log-level", "info"]);
+      try {
+        const address = (await server.waitFor(/Parley listening on (http:\/\/[^\s"]+)/))[1] ?? "";
+        await server.waitFor(/Model 'one' loaded[\s\S]*Model 'two' loaded|Model 'two' loaded[\s\S]*Model 'one' loaded/, 120_000);
+        const chosen = server.output().split("\n").filter((line) => line.includes('"msg":"llama.cpp attention path chosen"'));
+        assert.equal(chosen.length, 2, server.output());
+        assert.equal(server.output().match(/Measuring llama.cpp's two attention paths/g)?.length, 2, "one measurement per model's settings");
+        const metrics = await (await fetch(`${address}/metrics`)).text();
+        for (const [index, name] of ["one", "two"].entries()) {
+          const setting = (JSON.parse(chosen[index] ?? "{}") as Chosen).flashAttention;
+          const label = setting === "auto" ? "auto" : setting === true ? "on" : "off";
+          assert.match(metrics, new RegExp(`^parley_model_attention_info\\{model="${name}",flash_attention="${label}"\\} 1$`, "m"));
+        }
+      } finally {
+        assert.equal(await server.stop(), 0);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
