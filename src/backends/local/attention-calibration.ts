@@ -5,12 +5,13 @@
  * llama.cpp turns flash attention on wherever it is supported (its own `auto`), and on the CPU
  * it always is. Its CPU path pays per cached token and head, not per matrix: on stories260K
  * (8 heads of 8 dimensions) `llama-batched-bench -npp 112 -ntg 64 -t 1` decodes 4 sequences at
- * 4,187 tokens/s with it and 9,789 without (8 sequences: 4,193 and 10,170), while on Qwen2-0.5B
- * (64 dimensions a head) the flash path is 3–5% ahead. And the gap moves with the tokens a
- * sequence holds: at 2 prompt tokens stories260K decodes twice as fast *with* it. So both
- * paths are timed in child processes (calibrate-kernels.ts, with the CPU kernels the engine
- * loads) at two depths, and each is costed on the reference turn of kernel-calibration.ts,
- * whose steps run deeper than either timing (referenceCost).
+ * 4,187 tokens/s with it and 9,789 without (8 sequences: 4,193 and 10,170), while on
+ * Qwen2-0.5B (64 dimensions a head) the flash path is 4–7% ahead at 4 and 8 sequences. And the
+ * gap moves with the tokens a sequence holds: at 2 prompt tokens stories260K decodes twice as
+ * fast *with* it. So both paths are timed in child processes (calibrate-kernels.ts, with the
+ * CPU kernels the engine loads) at two depths, and each is costed on the reference turn of
+ * kernel-calibration.ts, whose steps run deeper than either timing (referenceCost). The prompt
+ * counts too: the plain path prefills stories260K 2.6× slower.
  *
  * The plain path is chosen only on a clear win (TIE_MARGIN): it keeps a score matrix of every
  * cached token per head in its compute buffer, so it needs more memory than the flash path for
