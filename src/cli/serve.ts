@@ -245,11 +245,13 @@ export async function serve(config: ServeConfig): Promise<void> {
       throw error;
     }
   }
-  // One engine, one CPU kernel variant, for every local model: chosen on the first one, and
-  // each model's attention path, after the server listens (measuring loads the models in
-  // child processes).
+  // One engine, one CPU kernel variant, for every local model: chosen on the first one; and
+  // each model's attention path. Measuring (in child processes, which load the models) starts
+  // now and goes on while the server listens; /health says the models are loading.
   const [first, ...others] = [...choices].map(([model, choice]): EngineModel => ({ path: choice.path, threads: model.threads, parallel: model.parallel }));
   const engine = first === undefined ? undefined : startEngine(config, [first, ...others], log);
+  let started: StartedEngine | undefined;
+  engine?.then((each) => (started = each)).catch(() => undefined); // a failure is reported by each model's load()
   const registry = new ModelRegistry();
   const locals: Array<{ readonly backend: LocalBackend; readonly path: string }> = [];
   for (const model of config.models) {
@@ -306,7 +308,8 @@ export async function serve(config: ServeConfig): Promise<void> {
     await app.close();
     await registry.dispose();
     await access.close();
-    await (await engine?.catch(() => undefined))?.llama.dispose();
+    // An engine still measuring is not waited for: its measuring children end with this process.
+    await started?.llama.dispose();
     process.exit(0);
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));

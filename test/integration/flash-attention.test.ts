@@ -5,12 +5,14 @@
  * says what each local model's context was created with.
  */
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { CLI, runCli } from "../helpers/cli.js";
-import { STORIES_260K } from "../helpers/models.js";
+import { LLAMA2_TINY_RANDOM, STORIES_260K } from "../helpers/models.js";
+import { until } from "../helpers/wait.js";
 
 const CHOSEN = /\{[^\n]*"msg":"llama.cpp attention path chosen"\}/;
 
@@ -57,8 +59,8 @@ describe("parley serve --flash-attention", () => {
     assert.equal(first.chosen.why, "measured now on this model");
     const { on, off } = first.chosen.measured ?? assert.fail(first.output);
     for (const each of [on, off]) assert.ok(each.stepMs > 0 && (each.deepStepMs ?? 0) > 0, first.output);
-    // stories260K's 8-dimension heads: llama.cpp's flash path costs 4x the plain one at the
-    // reference turn's depths on the machines measured (docs/engine.md), far beyond noise.
+    // stories260K's 8-dimension heads: llama.cpp's flash path costs 3x the plain one on the
+    // reference turn on the machine measured (docs/engine.md), far beyond the 25% margin.
     assert.equal(first.chosen.flashAttention, false, first.output);
     assert.equal(first.attention, 'parley_model_attention_info{model="stories",flash_attention="off"} 1');
     assert.ok(existsSync(path.join(cacheDir, "attention.json")));
@@ -85,8 +87,8 @@ describe("parley serve --flash-attention", () => {
       const config = path.join(dir, "parley.yaml");
       writeFileSync(
         config,
-        ["models:", "  - name: one", "    backend: local", `    model: ${STORIES_260K}`, "    parallel: 1", "    threads: 1",
-          "  - name: two", "    backend: local", `    model: ${STORIES_260K}`, "    parallel: 2", "    threads: 1", ""].join("\n"),
+        ["models:", "  - name: one", "    backend: local", `    model: ${STORIES_260K}`, "    parallel: 2", "    threads: 1",
+          "  - name: two", "    backend: local", `    model: ${LLAMA2_TINY_RANDOM}`, "    parallel: 1", "    threads: 1", ""].join("\n"),
       );
       const server = runCli(["serve", "--config", config, "--port", "0", "--cpu-kernels", "ggml", "--cache-dir", dir, "--log-level", "info"]);
       try {
@@ -95,16 +97,45 @@ describe("parley serve --flash-attention", () => {
         const chosen = server.output().split("\n").filter((line) => line.includes('"msg":"llama.cpp attention path chosen"'));
         assert.equal(chosen.length, 2, server.output());
         assert.equal(server.output().match(/Measuring llama.cpp's two attention paths/g)?.length, 2, "one measurement per model's settings");
+        // stories260K goes off (as above); the tiny Llama 2 (random weights) times alike on both
+        // paths, far inside the margin, so it keeps llama.cpp's choice: a mix-up shows.
+        assert.deepEqual(
+          chosen.map((line) => JSON.parse(line) as Chosen & { file: string }).map(({ file, flashAttention }) => [path.basename(file), flashAttention]),
+          [["stories260K.gguf", false], ["llama-2-tiny-random.gguf", "auto"]],
+        );
         const metrics = await (await fetch(`${address}/metrics`)).text();
-        for (const [index, name] of ["one", "two"].entries()) {
-          const setting = (JSON.parse(chosen[index] ?? "{}") as Chosen).flashAttention;
-          const label = setting === "auto" ? "auto" : setting === true ? "on" : "off";
-          assert.match(metrics, new RegExp(`^parley_model_attention_info\\{model="${name}",flash_attention="${label}"\\} 1$`, "m"));
-        }
+        assert.match(metrics, /^parley_model_attention_info\{model="one",flash_attention="off"\} 1$/m);
+        assert.match(metrics, /^parley_model_attention_info\{model="two",flash_attention="auto"\} 1$/m);
       } finally {
         assert.equal(await server.stop(), 0);
       }
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("SIGTERM while measuring ends the server at once, and its measuring children with it", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "parley-attention-stop-"));
+    const server = runCli(["serve", "--model", STORIES_260K, "--port", "0", "--threads", "1", "--cache-dir", dir, "--log-level", "info"]);
+    try {
+      await server.waitFor(/Measuring llama.cpp's (CPU kernels|two attention paths)/);
+      const pid = server.child.pid ?? assert.fail("no pid");
+      const children = execFileSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).trim().split("\n").map(Number);
+      assert.ok(children.length >= 1, "a measuring child runs");
+      assert.equal(await server.stop(), 0);
+      // It did not wait for the measurements to finish and the engine to open.
+      assert.doesNotMatch(server.output(), /llama.cpp engine tuned/);
+      // Gone, or a zombie (killed, not yet reaped by whoever inherited it).
+      const alive = (child: number): boolean => {
+        try {
+          return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${child}/stat`, "utf8"));
+        } catch {
+          return false;
+        }
+      };
+      for (const child of children) await until(() => !alive(child), `measuring child ${child} to end with the server`, 2_000);
+    } finally {
+      await server.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -104,7 +104,8 @@ export function referenceCost(measurement: Pick<Measurement, "prefillMs" | "step
   const { stepMs, stepDepth, deepStepMs, deepStepDepth } = measurement;
   let step = stepMs;
   if (stepDepth !== undefined && deepStepMs !== undefined && deepStepDepth !== undefined && deepStepDepth > stepDepth) {
-    const perToken = (deepStepMs - stepMs) / (deepStepDepth - stepDepth);
+    // Attention cannot get cheaper as a sequence holds more: a negative slope is noise.
+    const perToken = Math.max(0, (deepStepMs - stepMs) / (deepStepDepth - stepDepth));
     step = stepMs + perToken * (REFERENCE_PROMPT + REFERENCE_COMPLETION / 2 - stepDepth);
   }
   return parallel * measurement.prefillMs * (REFERENCE_PROMPT / PROMPT_TOKENS) + REFERENCE_COMPLETION * step;

@@ -83,6 +83,7 @@ export class LocalBackend implements Backend {
   constructor(llama: Llama | Promise<Llama>, options: LocalModelOptions) {
     this.#llama = Promise.resolve(llama);
     this.#llama.catch(() => undefined); // a failure is reported by load()
+    if (options.flashAttention instanceof Promise) options.flashAttention.catch(() => undefined); // likewise
     this.#options = options;
     this.info = { id: options.id, created: Math.floor(Date.now() / 1000), ownedBy: "parley" };
   }
