@@ -392,7 +392,11 @@ net.createServer((client) => {
           return true;
         },
         onData(chunk) {
-          client.write(chunk.length.toString(16) + "\\r\\n" + chunk.toString("latin1") + "\\r\\n", "latin1");
+          client.cork();
+          client.write(chunk.length.toString(16) + "\\r\\n");
+          client.write(chunk);
+          client.write("\\r\\n");
+          client.uncork();
           return true;
         },
         onComplete() { client.write("0\\r\\n\\r\\n"); },
