@@ -265,7 +265,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     if (choice === undefined || engine === undefined) throw new Error("a local model was not resolved");
     const index = [...choices.keys()].indexOf(model);
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
-    const backend = new LocalBackend(engine.then((started) => started.llama), {
+    const backend = new LocalBackend(engine.then((each) => each.llama), {
       id,
       modelPath: choice.path,
       threads: model.threads,
@@ -273,7 +273,7 @@ export async function serve(config: ServeConfig): Promise<void> {
       parallel: model.parallel,
       queueSize: model.queueSize,
       queueTimeoutMs: model.queueTimeoutMs,
-      flashAttention: engine.then((started) => started.flashAttention[index] ?? "auto"),
+      flashAttention: engine.then((each) => each.flashAttention[index] ?? "auto"),
     });
     try {
       registry.add(backend, aliases);
