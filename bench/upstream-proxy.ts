@@ -406,8 +406,11 @@ net.createServer((client) => {
 }).listen(${port}, "127.0.0.1");
 `;
 
+/** undici as the generated proxy programs import it: this project's copy, by file URL. */
+const undiciUrl = (): string => pathToFileURL(createRequire(import.meta.url).resolve("undici")).href;
+
 async function startFloorProxies(temp: string, upstreamPort: number): Promise<{ pipe: NodeServer; undiciFloor: NodeServer }> {
-  const undici = pathToFileURL(createRequire(import.meta.url).resolve("undici")).href;
+  const undici = undiciUrl();
   const pipePort = await freePort();
   const pipe = await startNodeServer("node-pipe", temp, ["--input-type=module", "-e", TCP_PIPE(upstreamPort, pipePort), "--", "--port", String(pipePort)], "/v1/models");
   const floorPort = await freePort();
@@ -421,7 +424,7 @@ async function startFloorProxies(temp: string, upstreamPort: number): Promise<{ 
 
 async function startBareProxy(temp: string, upstreamUrl: string): Promise<NodeServer> {
   const port = await freePort();
-  const undici = pathToFileURL(createRequire(import.meta.url).resolve("undici")).href;
+  const undici = undiciUrl();
   return startNodeServer("node-bare", temp, ["--input-type=module", "-e", BARE_PROXY(undici, upstreamUrl, port), "--", "--port", String(port)], "/v1/models");
 }
 

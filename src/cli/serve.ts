@@ -116,6 +116,9 @@ function warnTuning(log: Logger): void {
   lastTuningWarning = lastError;
 }
 
+/** Milliseconds rounded to microseconds for the log: a tiny model's steps differ by a few of them between variants. */
+const toMicroseconds = (ms: number): number => Number(ms.toFixed(3));
+
 /** A local model as the engine's measurements see it. */
 interface EngineModel {
   readonly path: string;
@@ -176,9 +179,8 @@ async function startEngine(config: ServeConfig, models: readonly [EngineModel, .
   if (tuning.active) {
     const measured = kernels.calibration?.measurements.map((each) => ({
       cpuKernels: each.loaded,
-      // Microseconds: a tiny model's steps differ by a few of them between variants.
-      prefillMs: Number(each.prefillMs.toFixed(3)),
-      stepMs: Number(each.stepMs.toFixed(3)),
+      prefillMs: toMicroseconds(each.prefillMs),
+      stepMs: toMicroseconds(each.stepMs),
     }));
     log.info(
       { threadpool: tuning.threadpool, nativeLoop: tuning.nativeLoop, cpuKernels: tuning.cpuKernelsLoaded, why: kernels.reason, measured },
@@ -202,8 +204,8 @@ async function chooseAttention(config: ServeConfig, settings: CalibrationKey, va
     onMeasuring: (cache) => log.info({ file, parallel: settings.parallel, cache }, "Measuring llama.cpp's two attention paths on this model, once for these settings"),
   });
   const timed = (measurement: Measurement): { stepMs: number; deepStepMs: number | undefined } => ({
-    stepMs: Number(measurement.stepMs.toFixed(3)),
-    deepStepMs: measurement.deepStepMs === undefined ? undefined : Number(measurement.deepStepMs.toFixed(3)),
+    stepMs: toMicroseconds(measurement.stepMs),
+    deepStepMs: measurement.deepStepMs === undefined ? undefined : toMicroseconds(measurement.deepStepMs),
   });
   log.info(
     {
@@ -248,6 +250,7 @@ export async function serve(config: ServeConfig): Promise<void> {
   // One engine, one CPU kernel variant, for every local model: chosen on the first one; and
   // each model's attention path. Measuring (in child processes, which load the models) starts
   // now and goes on while the server listens; /health says the models are loading.
+  const localModels = [...choices.keys()];
   const [first, ...others] = [...choices].map(([model, choice]): EngineModel => ({ path: choice.path, threads: model.threads, parallel: model.parallel }));
   const engine = first === undefined ? undefined : startEngine(config, [first, ...others], log);
   let started: StartedEngine | undefined;
@@ -263,7 +266,7 @@ export async function serve(config: ServeConfig): Promise<void> {
     }
     const choice = choices.get(model);
     if (choice === undefined || engine === undefined) throw new Error("a local model was not resolved");
-    const index = [...choices.keys()].indexOf(model);
+    const index = localModels.indexOf(model); // the engine's settings come in this order
     const [id = DEMO_MODEL_NAME, ...aliases] = choice.names;
     const backend = new LocalBackend(engine.then((each) => each.llama), {
       id,
