@@ -22,7 +22,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { PROJECT_ROOT, TOOLS, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, TOOLS, engineLabel, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 import { benchModel } from "./lib/bench-model.js";
 
@@ -114,14 +114,23 @@ async function main(): Promise<void> {
     samePath?: { llamaServer: number; batchedBench: number | null };
     rounds: Record<string, number[]>;
   }> = [];
-  const measuredLevels: Array<{ streams: number; results: Map<string, number[]>; promptTokens: Map<string, number[]>; parleyKernels: string; parleyAttention: string }> = [];
+  const measuredLevels: Array<{
+    streams: number;
+    results: Map<string, number[]>;
+    promptTokens: Map<string, number[]>;
+    parleyKernels: string;
+    parleyAttention: string;
+    /** How the report names Parley's engine at this level. */
+    engine: string;
+  }> = [];
   for (const streams of LEVELS) {
     const settings: EngineSettings = { model, threads: THREADS, contextSize: 2048, parallel: streams, chatTemplate: bench.llamaServerTemplate };
     // What Parley will run with at this level (a first start also measures, once per setting):
     // where it turns flash attention off, llama-server runs a second time with it off too, so
     // the table shows what the setting alone gives llama.cpp's own server.
     const probe = await startParley(settings);
-    const { kernels: parleyKernels, flashAttention: parleyAttention } = await parleyEngineOf(probe).finally(() => probe.stop());
+    const parleyEngine = await parleyEngineOf(probe).finally(() => probe.stop());
+    const { kernels: parleyKernels, flashAttention: parleyAttention } = parleyEngine;
     const order: Array<[string, (s: EngineSettings) => Promise<ServerProcess>]> = [["llama-server", startLlamaServer], ["parley", (s) => startParley(s)]];
     if (parleyAttention === "off") order.push([PLAIN_ARM, (s) => startLlamaServer(s, PLAIN_ATTENTION)]);
     if (ARM_FLAGS !== undefined) order.push(parleyArm(ARM_FLAGS));
@@ -145,14 +154,14 @@ async function main(): Promise<void> {
         }
       }
     }
-    measuredLevels.push({ streams, results, promptTokens, parleyKernels, parleyAttention });
+    measuredLevels.push({ streams, results, promptTokens, parleyKernels, parleyAttention, engine: engineLabel(parleyEngine) });
   }
   // The ceiling decodes from the prompt length Parley reported, at the same batch sizes.
   const parleyPromptTokens = Math.round(median(measuredLevels.flatMap((level) => level.promptTokens.get("parley")!)));
   const native = await batchedBench(model, parleyPromptTokens);
   const plainAttention = measuredLevels.some((level) => level.parleyAttention === "off");
   const nativePlain = plainAttention ? await batchedBench(model, parleyPromptTokens, PLAIN_ATTENTION) : undefined;
-  for (const { streams, results, promptTokens, parleyKernels, parleyAttention } of measuredLevels) {
+  for (const { streams, results, promptTokens, parleyKernels, parleyAttention, engine } of measuredLevels) {
     const parley = median(results.get("parley")!);
     const server = median(results.get("llama-server")!);
     const ceiling = native.get(streams) ?? Number.NaN;
@@ -178,7 +187,6 @@ async function main(): Promise<void> {
         : ` ${plainServer.toFixed(2)} | ${(parley / plainServer).toFixed(3)} | ${plainCeiling!.toFixed(2)} | ${(parley / plainCeiling!).toFixed(3)} |`;
     const secondCells = second === undefined ? "" : ` ${second.toFixed(2)} | ${(second / server).toFixed(3)} | ${(second / ceiling).toFixed(3)} |`;
     const prompts = `${median(promptTokens.get("parley")!)} / ${median(promptTokens.get("llama-server")!)}`;
-    const engine = parleyAttention === "auto" ? parleyKernels : `${parleyKernels}, flash attention ${parleyAttention}`;
     rows.push(`| ${streams} | ${prompts} | ${server.toFixed(2)} | ${parley.toFixed(2)} (${engine}) | ${(parley / server).toFixed(3)} | ${ceiling.toFixed(2)} | ${(parley / ceiling).toFixed(3)} |${plainCells}${secondCells}`);
   }
   const header = ["streams", "prompt tokens", "llama-server", "Parley", "Parley / llama-server", "llama-batched-bench", "Parley / batched-bench"];

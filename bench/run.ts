@@ -16,7 +16,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { PROJECT_ROOT, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
+import { PROJECT_ROOT, engineLabel, parleyArm, parleyEngineOf, startLlamaServer, startParley, type EngineSettings, type ServerProcess } from "./lib/processes.js";
 import { benchModel, type BenchModel } from "./lib/bench-model.js";
 import { median, timeStream, type StreamTiming } from "./lib/stream-client.js";
 
@@ -70,10 +70,7 @@ async function singleStream(bench: BenchModel, threads: number): Promise<string>
     for (const [name, start] of round % 2 === 0 ? starters : [...starters].reverse()) {
       const server = await start(settings);
       try {
-        if (name.startsWith("parley")) {
-          const engine = await parleyEngineOf(server);
-          kernels.set(name, engine.flashAttention === "auto" ? engine.kernels : `${engine.kernels}, flash attention ${engine.flashAttention}`);
-        }
+        if (name.startsWith("parley")) kernels.set(name, engineLabel(await parleyEngineOf(server)));
         // Warm-up with other prompts, so the measured request's prompt is not already cached.
         for (let i = 0; i < WARMUP; i++) await timeStream({ url: server.url, model: "bench", messages: [{ role: "user", content: `Hi ${i}` }], maxTokens: 8 });
         const timing = await timeStream({ url: server.url, model: "bench", messages: MESSAGES, maxTokens: TOKENS, extra: { seed: 1 } });

@@ -106,6 +106,11 @@ export async function parleyEngineOf(server: ServerProcess): Promise<{ kernels: 
   };
 }
 
+/** How a report names Parley's engine: its CPU kernels, and flash attention where it is not llama.cpp's choice. */
+export function engineLabel(engine: { kernels: string; flashAttention: string }): string {
+  return engine.flashAttention === "auto" ? engine.kernels : `${engine.kernels}, flash attention ${engine.flashAttention}`;
+}
+
 /** A second Parley arm for side-by-side runs (the PARLEY_ARM knob): `parley serve` with these extra flags. */
 export function parleyArm(flags: string): [name: string, start: (settings: EngineSettings) => Promise<ServerProcess>] {
   return [`parley ${flags}`, (settings) => startParley(settings, flags.split(/\s+/))];
